@@ -1,0 +1,141 @@
+"""The detector protocol, the evidence it returns, checkpoints and the registry.
+
+A detector is fitted on a corpus and scores *media*: a list of RGB uint8 frames of any size
+(one frame for an image). Checkpoints are a folder: `model.safetensors` (arrays) + `config.json`
+(everything else) + `card.json` (data, metrics, the command that made it). Never pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import CheckpointError, UsageError
+
+CHECKPOINT_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+_REGISTRY: dict[str, type["Detector"]] = {}
+
+
+@dataclasses.dataclass
+class Media:
+    path: str
+    modality: str                 # "image" | "video"
+    frames: list[np.ndarray]      # RGB uint8 (H, W, 3), possibly a subsample of a video
+    fps: float | None = None
+    declared_frames: int = 1
+
+
+@dataclasses.dataclass
+class Evidence:
+    detector: str
+    p_synthetic: float                       # calibrated probability
+    score: float                             # raw score (logit)
+    per_frame: list[float] | None = None     # calibrated p per scored frame
+    heatmap: np.ndarray | None = None        # (h, w) p per patch of the first frame
+    attribution: dict[str, float] | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"p_synthetic": round(self.p_synthetic, 4), "score": round(self.score, 4)}
+        if self.per_frame is not None:
+            d["per_frame"] = [round(p, 4) for p in self.per_frame]
+        if self.attribution is not None:
+            d["attribution"] = {k: round(v, 4) for k, v in self.attribution.items()}
+        if self.heatmap is not None:
+            d["heatmap_shape"] = list(self.heatmap.shape)
+        if self.notes:
+            d["notes"] = self.notes
+        return d
+
+
+def register(cls: type["Detector"]) -> type["Detector"]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _import_all() -> None:
+    from . import frequency  # noqa: F401
+
+
+def names() -> list[str]:
+    _import_all()
+    return sorted(_REGISTRY)
+
+
+def get_class(name: str) -> type["Detector"]:
+    _import_all()
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown detector {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def load(name_or_dir: str | os.PathLike) -> "Detector":
+    """A detector from its shipped checkpoint (by name) or from a folder."""
+    d = Path(name_or_dir)
+    if not (d / "config.json").is_file():
+        d = CHECKPOINT_ROOT / str(name_or_dir)
+    if not (d / "config.json").is_file():
+        raise CheckpointError(f"no checkpoint for detector {name_or_dir!r} (looked in {d}); "
+                              f"train one with `forensics train {name_or_dir} --corpus DIR`")
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+    except ValueError:
+        raise CheckpointError(f"{d / 'config.json'} is not valid JSON") from None
+    return get_class(cfg.get("name", "")).load(d)
+
+
+def card_sha256(directory: str | os.PathLike) -> str:
+    """Hash of a checkpoint's weights and config (the `models` field of detect JSON)."""
+    h = hashlib.sha256()
+    for f in ("model.safetensors", "config.json"):
+        p = Path(directory) / f
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def sigmoid(x: float | np.ndarray):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+class Detector:
+    name: ClassVar[str] = "base"
+    modalities: ClassVar[tuple[str, ...]] = ("image", "video")
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        self.config = dict(config or {})
+        self.directory: Path | None = None
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.get("threshold", 0.5))
+
+    def fit(self, corpus, **opts) -> "Detector":
+        raise NotImplementedError
+
+    def score(self, media: Media) -> Evidence:
+        raise NotImplementedError
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Detector":
+        raise NotImplementedError
+
+    def _write_config(self, d: Path) -> None:
+        tmp = d / ".config.json.tmp"
+        tmp.write_text(json.dumps({"name": self.name, **self.config}, indent=2) + "\n")
+        os.replace(tmp, d / "config.json")

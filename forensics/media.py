@@ -1,0 +1,426 @@
+"""Reading and writing media with real codecs, defensively.
+
+- Images are decoded with Pillow after a header-only size check (no decompression bombs), and
+  every mode (grayscale, palette, RGBA, 16-bit, CMYK) is converted to RGB uint8.
+- Videos are probed by the ffmpeg binary (imageio-ffmpeg's when none is on PATH) under a
+  timeout, refused before decoding when over the limits, then decoded by OpenCV as a stream of
+  frames, so a long clip never has to fit in memory.
+- PNG and H.264 MP4 are written atomically (temp file + rename).
+
+The container is recognized from the file's leading bytes, never from its extension alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageFile  # noqa: E402
+
+from .errors import MediaError  # noqa: E402
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Our own size check runs first, with a clear message; Pillow's guard stays as a second line.
+Image.MAX_IMAGE_PIXELS = None
+
+MAX_PIXELS = 100_000_000  # per image or frame; 100 MP covers every camera short of gigapixel
+MAX_DURATION_S = 3600.0  # per video
+MAX_FRAMES = 200_000
+MAX_FILE_BYTES = 4 * 1024**3
+PROBE_TIMEOUT_S = 20.0
+ENCODE_TIMEOUT_S = 300.0
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
+MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    width: int
+    height: int
+    fps: float
+    frames: int  # declared by the container; may be an estimate
+    duration: float
+    codec: str
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: the one on PATH, else the one imageio-ffmpeg ships."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise MediaError("no ffmpeg binary: install imageio-ffmpeg or put ffmpeg on PATH") from exc
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# ---------------------------------------------------------------------------------------------
+# Recognizing a file
+
+
+def sniff(path: str | os.PathLike) -> str:
+    """Return "image" or "video" from the file's leading bytes, or raise MediaError."""
+    p = _check_file(path)
+    with open(p, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff"):
+        return "image"
+    if head[:6] in (b"GIF87a", b"GIF89a") or head[:2] == b"BM":
+        return "image"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "video"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska / WebM
+        return "video"
+    ext = p.suffix.lower()
+    kind = "an image" if ext in IMAGE_EXTS else "a video" if ext in VIDEO_EXTS else "media"
+    raise MediaError(f"not {kind} in a supported format (unrecognized content)", p)
+
+
+def _check_file(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError("no such file", p)
+    if p.is_dir():
+        raise MediaError("is a directory, not a media file", p)
+    if not p.is_file():
+        raise MediaError("not a regular file", p)
+    size = p.stat().st_size
+    if size == 0:
+        raise MediaError("empty file (0 bytes)", p)
+    if size > MAX_FILE_BYTES:
+        raise MediaError(f"file is {size / 1e9:.1f} GB, over the {MAX_FILE_BYTES / 1e9:.0f} GB limit", p)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the header alone."""
+    p = _check_file(path)
+    try:
+        with Image.open(p) as im:
+            return im.size
+    except Exception as exc:
+        raise MediaError(f"not a readable image ({_reason(exc)})", p) from None
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image (first frame of an animation) to RGB uint8 of shape (H, W, 3)."""
+    p = _check_file(path)
+    if sniff(p) != "image":
+        raise MediaError("is a video, not an image", p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(p) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise MediaError(
+                        f"image declares {w}x{h} = {w * h / 1e6:.0f} megapixels, over the "
+                        f"{max_pixels / 1e6:.0f}-megapixel limit; refused before decoding",
+                        p,
+                    )
+                if w < 1 or h < 1:
+                    raise MediaError(f"image has an empty size {w}x{h}", p)
+                im.seek(0)
+                im.load()
+                return to_rgb8(im)
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(f"cannot decode image ({_reason(exc)})", p) from None
+
+
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """Any Pillow image to RGB uint8, scaling 16/32-bit samples instead of clipping them."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        g = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        g = np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) / (hi - lo) * 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Transparent pixels are composited over white, as viewers show them.
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"), dtype=np.uint8).copy()
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write RGB uint8 (H, W, 3) as PNG, atomically."""
+    rgb = _as_rgb8(rgb)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise MediaError("PNG encoding failed", path)
+    return atomic_write_bytes(path, buf.tobytes())
+
+
+def write_jpeg(path: str | os.PathLike, rgb: np.ndarray, quality: int = 90) -> Path:
+    rgb = _as_rgb8(rgb)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise MediaError("JPEG encoding failed", path)
+    return atomic_write_bytes(path, buf.tobytes())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return path
+
+
+def _as_rgb8(rgb: np.ndarray) -> np.ndarray:
+    a = np.asarray(rgb)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected an RGB array (H, W, 3); got shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels; got {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Video
+
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO_STREAM = re.compile(r"Stream #\S+.*?: Video: (\w+)[^\n]*?, (\d{1,6})x(\d{1,6})[^\n]*")
+_FPS = re.compile(r"([\d.]+)\s*(?:fps|tbr)")
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Probe a video with the ffmpeg binary (there is no ffprobe in imageio-ffmpeg)."""
+    p = _check_file(path)
+    try:
+        proc = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p)],
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"probing the video took over {PROBE_TIMEOUT_S:.0f} s; refused", p) from None
+    text = proc.stderr.decode("utf-8", "replace")
+    if "Invalid data found" in text or "moov atom not found" in text or "Input #0" not in text:
+        last = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        why = last[-1].split(": ", 1)[-1] if last else "unknown error"
+        raise MediaError(f"not a readable video ({why})", p)
+    m = _VIDEO_STREAM.search(text)
+    if not m:
+        raise MediaError("has no video stream (audio-only or data-only container)", p)
+    codec, width, height = m.group(1), int(m.group(2)), int(m.group(3))
+    fm = _FPS.search(m.group(0))
+    fps = float(fm.group(1)) if fm else 0.0
+    dm = _DURATION.search(text)
+    duration = (int(dm.group(1)) * 3600 + int(dm.group(2)) * 60 + float(dm.group(3))) if dm else 0.0
+    frames = int(round(duration * fps)) if fps > 0 and duration > 0 else 0
+    return VideoInfo(str(p), width, height, fps, frames, duration, codec)
+
+
+def check_video_limits(info: VideoInfo, max_pixels: int = MAX_PIXELS, max_duration: float = MAX_DURATION_S) -> None:
+    if info.width * info.height > max_pixels:
+        raise MediaError(
+            f"video frames are {info.width}x{info.height}, over the {max_pixels / 1e6:.0f}-megapixel limit",
+            info.path,
+        )
+    if info.duration > max_duration:
+        raise MediaError(f"video lasts {info.duration:.0f} s, over the {max_duration:.0f} s limit", info.path)
+    if info.frames > MAX_FRAMES:
+        raise MediaError(f"video declares {info.frames} frames, over the {MAX_FRAMES} limit", info.path)
+
+
+class VideoReader:
+    """A stream of RGB uint8 frames with metadata; opens lazily and checks limits first.
+
+    `stride` keeps every k-th frame; `max_frames` stops after that many kept frames.
+    A file that yields far fewer frames than its container declares is reported as truncated.
+    """
+
+    def __init__(self, path, *, max_frames: int | None = None, stride: int = 1,
+                 max_pixels: int = MAX_PIXELS, max_duration: float = MAX_DURATION_S):
+        p = _check_file(path)
+        if sniff(p) != "video":
+            raise MediaError("is an image, not a video", p)
+        self.path = str(p)
+        self.info = probe_video(p)
+        check_video_limits(self.info, max_pixels, max_duration)
+        self.max_frames = max_frames
+        self.stride = max(1, int(stride))
+        self.decoded = 0
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cap = cv2.VideoCapture(self.path)
+        if not cap.isOpened():
+            raise MediaError("OpenCV cannot open this video", self.path)
+        kept = 0
+        self.decoded = 0
+        try:
+            while True:
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    break
+                self.decoded += 1
+                if (self.decoded - 1) % self.stride:
+                    continue
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                kept += 1
+                if self.max_frames is not None and kept >= self.max_frames:
+                    return
+        finally:
+            cap.release()
+        if self.decoded == 0:
+            raise MediaError("no frame could be decoded (truncated or corrupt video)", self.path)
+        declared = self.info.frames
+        if declared > 4 and self.decoded < 0.8 * declared - 2:
+            raise MediaError(
+                f"truncated video: the container declares ~{declared} frames but only "
+                f"{self.decoded} decode",
+                self.path,
+            )
+
+    def read_all(self) -> np.ndarray:
+        """All kept frames as (T, H, W, 3); for short clips only."""
+        return np.stack(list(self))
+
+
+def read_video(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    r = VideoReader(path, max_frames=max_frames)
+    return r.read_all(), r.fps
+
+
+def write_mp4(path: str | os.PathLike, frames, fps: float = 8.0, crf: int = 18,
+              preset: str = "medium") -> Path:
+    """Encode RGB uint8 frames (T, H, W, 3) as H.264 MP4 (yuv420p, faststart), atomically.
+
+    Odd sizes are padded by one pixel (yuv420p needs even sides).
+    """
+    import ffmpeg  # ffmpeg-python builds the argument list; we run it with a timeout
+
+    arr = np.stack([_as_rgb8(f) for f in frames]) if not isinstance(frames, np.ndarray) else frames
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
+        raise ValueError(f"expected uint8 frames (T, H, W, 3); got {arr.shape} {arr.dtype}")
+    t, h, w, _ = arr.shape
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=fps)
+    if w % 2 or h % 2:
+        stream = stream.filter("pad", w + w % 2, h + h % 2)
+    stream = ffmpeg.output(
+        stream, tmp, vcodec="libx264", pix_fmt="yuv420p", crf=int(crf), preset=preset,
+        r=fps, movflags="+faststart", loglevel="error",
+    ).overwrite_output()
+    args = ffmpeg.compile(stream, cmd=ffmpeg_exe())
+    try:
+        proc = subprocess.run(args, input=np.ascontiguousarray(arr).tobytes(),
+                              capture_output=True, timeout=ENCODE_TIMEOUT_S)
+        if proc.returncode != 0:
+            msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise MediaError(f"H.264 encoding failed ({msg[-1] if msg else proc.returncode})", path)
+        os.replace(tmp, path)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"H.264 encoding took over {ENCODE_TIMEOUT_S:.0f} s", path) from None
+    finally:
+        _unlink(tmp)
+    return path
+
+
+def transcode(src, dst, *, args: list[str], timeout: float = ENCODE_TIMEOUT_S) -> Path:
+    """Run ffmpeg on one file with extra output arguments (argument list, no shell)."""
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=dst.suffix, dir=dst.parent)
+    os.close(fd)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *args, tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise MediaError(f"ffmpeg failed: {proc.stderr.decode('utf-8', 'replace').strip()[-200:]}", src)
+        os.replace(tmp, dst)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"ffmpeg took over {timeout:.0f} s", src) from None
+    finally:
+        _unlink(tmp)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def frames_of(path, *, max_frames: int | None = None) -> tuple[str, Iterator[np.ndarray], dict]:
+    """Open any supported file: ("image"|"video", frame iterator, metadata)."""
+    kind = sniff(path)
+    if kind == "image":
+        rgb = read_image(path)
+        return kind, iter([rgb]), {"width": rgb.shape[1], "height": rgb.shape[0], "frames": 1, "fps": None}
+    reader = VideoReader(path, max_frames=max_frames)
+    if max_frames and reader.info.frames > max_frames:
+        reader.stride = max(1, reader.info.frames // max_frames)
+    i = reader.info
+    return kind, iter(reader), {"width": i.width, "height": i.height, "frames": i.frames, "fps": i.fps}
+
+
+def iter_media_files(root: str | os.PathLike) -> Iterator[Path]:
+    """Media files under a folder, sorted, by extension; symlinks are not followed."""
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            f = Path(dirpath) / name
+            if f.suffix.lower() in MEDIA_EXTS and not f.is_symlink():
+                yield f
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]
+
+
+def _unlink(p) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
