@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", help="sampler name for families that have several")
     p.add_argument("--steps", type=int, help="sampling steps for iterative samplers")
     p.add_argument("--checkpoint", help="a checkpoint folder instead of the shipped default")
+    p.add_argument("--sign", action="store_true",
+                   help="sign every output with C2PA (see `provenance init`) and record it in the rows")
+    p.add_argument("--keys", metavar="DIR", help="signing key folder for --sign (default: the config folder)")
 
     p = sub.add_parser("bank", help="the generator bank: list, train, grid",
                        description="List, train and preview the bank's generators.")
@@ -91,6 +94,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True)
     p.add_argument("--out", help="checkpoint folder (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
+
+    keys_opt = argparse.ArgumentParser(add_help=False)
+    keys_opt.add_argument("--keys", metavar="DIR",
+                          help="key folder (default: $XDG_CONFIG_HOME/forensics, else ~/.config/forensics)")
+    trust_opt = argparse.ArgumentParser(add_help=False)
+    trust_opt.add_argument("--trust-anchors", metavar="PEM",
+                           help="trust these CA certificates instead of the key folder's CA ('none': trust no one)")
+    trust_opt.add_argument("--no-soft-binding", action="store_true",
+                           help="do not look for the watermark to recover a stripped manifest")
+    p = sub.add_parser("provenance", help="C2PA content credentials: init, sign, verify",
+                       description="Local signing keys, C2PA signing and verification with watermark soft binding.")
+    psub = p.add_subparsers(dest="provenance_command", required=True, parser_class=_Parser)
+    q = psub.add_parser("init", parents=[common], help="create a local CA and an ES256 signing certificate")
+    q.add_argument("--dir", help="key folder (default: $XDG_CONFIG_HOME/forensics, else ~/.config/forensics)")
+    q.add_argument("--force", action="store_true", help="replace existing keys (old signatures stop being trusted)")
+    q.add_argument("--name", default="forensics local signer", help="the signing certificate's common name")
+    q.add_argument("--days", type=int, default=730, help="validity of the signing certificate in days")
+    q = psub.add_parser("sign", parents=[common, keys_opt], help="sign a JPEG, PNG, WebP or MP4",
+                        description="Sign IN into OUT (format from OUT's extension). With --arch the manifest says "
+                                    "c2pa.created / trainedAlgorithmicMedia (a bank output); otherwise c2pa.edited "
+                                    "with IN as the parent ingredient.")
+    q.add_argument("input", metavar="IN")
+    q.add_argument("output", metavar="OUT")
+    q.add_argument("--arch", help="bank architecture that generated IN (marks it a bank output)")
+    q.add_argument("--checkpoint-sha256", help="the generating checkpoint's hash (corpus row checkpoint_sha256)")
+    q.add_argument("--action", choices=["created", "edited"], help="default: created with --arch, else edited")
+    q.add_argument("--no-watermark", action="store_true",
+                   help="sign the bytes as they are: no watermark, so no soft binding")
+    q = psub.add_parser("verify", parents=[common, keys_opt, trust_opt], help="validate a file's C2PA manifest")
+    q.add_argument("input", metavar="IN")
+
+    p = sub.add_parser("audit", parents=[common, keys_opt, trust_opt],
+                       help="provenance + watermark + detectors, per file",
+                       description="Audit files or folders: C2PA credentials (recovered through the watermark "
+                                   "when stripped), watermarks and detectors, with one summary per file.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--report", metavar="DIR", help="write audit.html (a row per file) and audit.jsonl here")
+    p.add_argument("--detectors", help="comma list (default: every installed detector)")
+    p.add_argument("--max-frames", type=int, default=32, help="frames sampled per video (default 32)")
     return ap
 
 
@@ -146,6 +188,8 @@ def cmd_detect(a) -> int:
         else:
             print(f"{r['verdict']:>9}  p_synthetic={r['p_synthetic']:.3f}  (threshold {r['threshold']:.3f})  "
                   f"{r['modality']}  {r['path']}")
+            if (r.get("metadata") or {}).get("decisive"):
+                print(f"           {r['reason']}")
     if len(files) > 1 and not a.json:
         print(f"{len(files) - failed} scored, {failed} failed")
     return 2 if failed else 0
@@ -155,7 +199,8 @@ def cmd_generate(a) -> int:
     from forensics.generate import generate, parse_archs
 
     r = generate(parse_archs(a.arch), a.n, a.out, seed=a.seed, sampler=a.sampler, steps=a.steps,
-                 device=a.device, checkpoint=a.checkpoint, progress=not a.quiet)
+                 device=a.device, checkpoint=a.checkpoint, progress=not a.quiet,
+                 sign=a.sign, keys_dir=a.keys)
     _print(r if a.json else f"wrote {r['made']} new items ({r['skipped_existing']} already there); "
            f"{r['total_rows']} rows in {r['out']}", a.json)
     return 0
@@ -219,8 +264,88 @@ def cmd_train(a) -> int:
     return 0
 
 
+def cmd_provenance(a) -> int:
+    from forensics.provenance import keys
+
+    if a.provenance_command == "init":
+        r = keys.init_keys(a.dir, force=a.force, common_name=a.name, signer_days=a.days)
+        _print(r if a.json else f"{'created' if r['created'] else 'kept existing'} keys in {r['dir']} "
+               f"(signer {r['signer']!r}, valid to {r['not_after']}; trust anchor {r['ca']})", a.json)
+        return 0
+    if a.provenance_command == "sign":
+        from forensics.provenance.sign import sign_file
+
+        r = sign_file(a.input, a.output, keys_dir=a.keys, action=a.action, architecture=a.arch,
+                      checkpoint_sha256=a.checkpoint_sha256, watermark=not a.no_watermark)
+        sb = r["soft_binding"]
+        _print(r if a.json else f"signed {r['path']} ({r['action']}, {r['manifest_id']}, signer {r['signer']!r}"
+               f"{', soft binding ' + sb['alg'] + ' id ' + sb['binding_id'] if sb else ', no soft binding'})"
+               f"{'' if not sb or sb.get('readable') else '; WARNING: the watermark does not read back from this file, so the soft binding will not recover it'}",
+               a.json)
+        return 0
+    from forensics.provenance.verify import verify_file
+
+    r = verify_file(a.input, anchors=a.trust_anchors, keys_dir=a.keys, soft_binding=not a.no_soft_binding)
+    if a.json:
+        _print(r, True)
+        return 0
+    print(f"{r['state']}: {r['summary']}")
+    for label, m in (("file", r), ("recovered", r.get("recovered"))):
+        if not m or not m.get("manifest_id"):
+            continue
+        print(f"  [{label}] manifest {m['manifest_id']}  signer {(m.get('signer') or {}).get('common_name')}"
+              f"  claim generator {m.get('claim_generator')}")
+        for act in m.get("actions") or []:
+            print(f"    action {act['action']}" + (f"  {act['digitalSourceType']}" if act.get("digitalSourceType") else ""))
+        for ing in m.get("ingredients") or []:
+            print(f"    ingredient {ing['title']} ({ing['relationship']}, manifest {ing['manifest_id']})")
+        if m.get("soft_binding"):
+            print(f"    soft binding {m['soft_binding']['alg']} id {m['soft_binding']['binding_id']}")
+        for s in m.get("status") or []:
+            print(f"    {s['kind']:<13} {s['code']}: {s['meaning']}")
+        if m.get("note"):
+            print(f"    note: {m['note']}")
+    return 0
+
+
+def cmd_audit(a) -> int:
+    from forensics.audit import Auditor, expand, write_report
+    from forensics.errors import ForensicsError, UsageError
+
+    auditor = Auditor(detectors=a.detectors, anchors=a.trust_anchors, keys_dir=a.keys,
+                      max_frames=a.max_frames, soft_binding=not a.no_soft_binding)
+    if auditor.detector_note:
+        sys.stderr.write(f"forensics: {auditor.detector_note}\n")
+    rows, failed = [], 0
+    for f in expand(a.paths):
+        try:
+            r = auditor.audit(f)
+        except ForensicsError as exc:
+            failed += 1
+            sys.stderr.write(f"forensics: {exc.one_line()}\n")
+            r = {"path": str(f), "error": exc.one_line()}
+            print(json.dumps(r) if a.json else f"{'error':>9}  {f}", flush=True)
+            rows.append(r)
+            continue
+        rows.append(r)
+        if a.json:
+            print(json.dumps(r), flush=True)
+        else:
+            s = r["summary"]
+            print(f"{s['verdict']:>9}  {r['path']}\n           {'; '.join(s['reasons'])}", flush=True)
+    if not rows:
+        raise UsageError("no media files found in " + ", ".join(a.paths))
+    if a.report:
+        rep = write_report(a.report, rows)
+        if not a.json:
+            print(f"report: {rep['html']}")
+    if not a.json:
+        print(f"{len(rows) - failed} audited, {failed} failed")
+    return 2 if failed else 0
+
+
 COMMANDS = {"detect": cmd_detect, "generate": cmd_generate, "bank": cmd_bank, "corpus": cmd_corpus,
-            "train": cmd_train}
+            "train": cmd_train, "provenance": cmd_provenance, "audit": cmd_audit}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,23 @@ from .errors import UsageError
 # Per-model training defaults sized for 2 CPU cores (≤ 30 min). GPU runs may raise them.
 TRAIN_DEFAULTS: dict[str, dict] = {
     "vae": {"steps": 2500, "batch_size": 64, "lr": 1e-3, "ema_decay": 0.995},
+    # diffusion / flow models (issue 4): step counts above what fits; `--minutes` ends the run
+    "ddpm": {"steps": 6000, "batch_size": 32, "lr": 6e-4, "ema_decay": 0.999},
+    # ldm: the first `ae_steps` (config) train the autoencoder, the rest the latent denoiser;
+    # a short EMA so the saved (EMA) autoencoder catches up with the frozen one in phase 2
+    "ldm": {"steps": 4000, "batch_size": 32, "lr": 6e-4, "ema_decay": 0.995},
+    "rectified_flow": {"steps": 8000, "batch_size": 32, "lr": 6e-4, "ema_decay": 0.999},
+    # issue 3 (GAN, flows, autoregressive): step counts above what fits; `--minutes` ends the run.
+    # gan: no global gradient clipping (it would couple G and D, see generators/gan.py), Adam
+    # beta1 = 0 as usual for GANs; short EMAs because the shipped runs are short.
+    "gan": {"steps": 5000, "batch_size": 32, "lr": 2e-4, "betas": (0.0, 0.99), "grad_clip": 0.0,
+            "ema_decay": 0.995, "warmup": 0},
+    "glow": {"steps": 5000, "batch_size": 32, "lr": 1e-3, "ema_decay": 0.99},
+    "tarflow": {"steps": 5000, "batch_size": 32, "lr": 5e-4, "ema_decay": 0.99},
+    "pixelcnn": {"steps": 5000, "batch_size": 16, "lr": 1e-3, "ema_decay": 0.99},
+    # vq_transformer: the first `vq_steps` (config) train the VQ-VAE and the prior, the rest the
+    # prior alone; ema 0.99 so the saved VQ-VAE catches up with the frozen one in phase 2
+    "vq_transformer": {"steps": 5000, "batch_size": 32, "lr": 1e-3, "ema_decay": 0.99},
 }
 DATA_PER_SOURCE = 400
 
@@ -120,6 +137,7 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
         "seconds": round(time.time() - t0, 1),
         "resumed_from_step": result.resumed_from,
         "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
         "metrics_on": "real test split (sources never seen in training)",
         "metrics": metrics,
         "sha256": base.checkpoint_sha256(out),
@@ -131,7 +149,15 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
     if card["command"] is None:
         card["command"] = f"forensics bank train {arch} --seed {seed}" + (f" --steps {steps}" if steps else "") + (
             f" --minutes {minutes}" if minutes else "") + (f" --data {data}" if data else "")
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    # A resumed run keeps the earlier runs' commands, so the card says how the weights were made.
+    old = out / "card.json"
+    history = []
+    if result.resumed_from and old.is_file():
+        prev = json.loads(old.read_text())
+        history = prev.get("history") or [{"command": prev.get("command"), "steps": prev.get("steps"),
+                                           "seconds": prev.get("seconds")}]
+    card["history"] = history + [{"command": card["command"], "steps": card["steps"], "seconds": card["seconds"]}]
+    old.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 

@@ -14,10 +14,11 @@ import numpy as np
 
 from . import media
 from .detectors import base as dbase
-from .errors import UsageError
+from .errors import MediaError, UsageError
 
 UNCERTAIN_LOGIT = 1.0
 DEFAULT_MAX_FRAMES = 32
+MIN_SIDE = 8  # below this a frame carries no usable forensic signal
 
 
 def load_detectors(spec: str | None = None) -> dict[str, dbase.Detector]:
@@ -39,6 +40,9 @@ def load_detectors(spec: str | None = None) -> dict[str, dbase.Detector]:
 def load_media(path: str | Path, max_frames: int = DEFAULT_MAX_FRAMES) -> dbase.Media:
     kind, frames, meta = media.frames_of(path, max_frames=max_frames)
     frames = list(frames)
+    h, w = frames[0].shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise MediaError(f"{kind} is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed for analysis", path)
     return dbase.Media(str(path), "image" if kind == "image" else "video", frames, meta.get("fps"),
                        meta.get("frames") or len(frames))
 
@@ -55,18 +59,20 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
     t0 = time.time()
     m = load_media(path, max_frames)
     evidence = {n: d.score(m) for n, d in detectors.items() if m.modality in d.modalities}
-    if not evidence:
+    if not evidence and detectors:
         raise UsageError(f"none of the chosen detectors handles {m.modality}")
-    logits = [dbase.logit(e.p_synthetic) for e in evidence.values()]
-    thr_logits = [dbase.logit(detectors[n].threshold) for n in evidence]
-    p = float(dbase.sigmoid(np.mean(logits)))
-    thr = float(dbase.sigmoid(np.mean(thr_logits)))
+    p = thr = None  # no detectors (an empty dict): metadata evidence only
+    if evidence:
+        logits = [dbase.logit(e.p_synthetic) for e in evidence.values()]
+        thr_logits = [dbase.logit(detectors[n].threshold) for n in evidence]
+        p = float(dbase.sigmoid(np.mean(logits)))
+        thr = float(dbase.sigmoid(np.mean(thr_logits)))
     out = {
         "path": str(path),
         "modality": m.modality,
-        "verdict": verdict(p, thr),
-        "p_synthetic": round(p, 4),
-        "threshold": round(thr, 4),
+        "verdict": verdict(p, thr) if evidence else "uncertain",
+        "p_synthetic": round(p, 4) if evidence else None,
+        "threshold": round(thr, 4) if evidence else None,
         "detectors": {n: e.to_json() for n, e in evidence.items()},
         "frames_scored": len(m.frames),
         "size": [int(m.frames[0].shape[1]), int(m.frames[0].shape[0])],
@@ -74,6 +80,11 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
         "provenance": None,
         "models": {n: dbase.card_sha256(d.directory) for n, d in detectors.items() if d.directory},
     }
+    # Metadata and compression evidence (forensics/metadata.py); a decisive generator signature
+    # forces a synthetic verdict, stated in "reason".
+    from . import metadata
+
+    metadata.apply_to_result(out, metadata.safe_analyze(path, m.frames[0] if m.modality == "image" else None))
     if report_dir:
         from . import report
 

@@ -33,3 +33,7 @@ class CorpusError(ForensicsError):
 
 class CheckpointError(ForensicsError):
     """A checkpoint folder is missing, incomplete or inconsistent."""
+
+
+class ProvenanceError(ForensicsError):
+    """Signing keys, trust anchors, a manifest or the manifest store are missing or unusable."""

@@ -32,13 +32,22 @@ def parse_archs(spec: str) -> list[str]:
 def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sampler: str | None = None,
              steps: int | None = None, device: str = "auto", checkpoint: str | None = None,
              progress: bool = True, writer: CorpusWriter | None = None,
-             shard: tuple[int, int] = (0, 1)) -> dict:
-    """Write n items per architecture into the corpus at `out`; return counts of this run."""
+             shard: tuple[int, int] = (0, 1), sign: bool = False, keys_dir: str | None = None) -> dict:
+    """Write n items per architecture into the corpus at `out`; return counts of this run.
+
+    sign: every output is C2PA-signed (provenance.sign.sign_pixels) before its row is written,
+    so the row's sha256 is the signed file's and its `c2pa` field names the manifest.
+    """
     if n < 0:
         raise UsageError(f"--n must be ≥ 0; got {n}")
     if steps is not None and steps < 1:
         raise UsageError(f"--steps must be ≥ 1; got {steps}")
     dev = base.resolve_device(device)
+    signing_keys = None
+    if sign:
+        from .provenance.keys import load_keys
+
+        signing_keys = load_keys(keys_dir)  # fail before sampling when there are no keys
     own = writer is None
     w = writer or CorpusWriter(out)
     made = skipped = 0
@@ -64,10 +73,13 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
                     g = torch.Generator().manual_seed(s)
                     x = model.sample(1, generator=g, steps=steps, sampler=use_sampler)[0]
                     row = dict(label="synthetic", family=model.family, architecture=arch,
-                               sampler=use_sampler, steps=steps or getattr(model, "default_steps", None),
+                               sampler=use_sampler, steps=steps or _default_steps(model, use_sampler),
                                seed=s, checkpoint_sha256=ckpt_sha, source=f"bank:{model_name}",
                                split=realdata.split_of(f"{arch}:{s}"))
-                    if model.modality == "video":
+                    if signing_keys is not None:
+                        fps = float(getattr(model.config, "fps", 8)) if model.modality == "video" else None
+                        _add_signed(w, fn, base.to_uint8(x), row, signing_keys, fps)
+                    elif model.modality == "video":
                         w.add_clip(fn, base.to_uint8(x), fps=float(getattr(model.config, "fps", 8)), **row)
                     else:
                         w.add_image(fn, base.to_uint8(x), **row)
@@ -80,3 +92,38 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
         if own:
             w.close()
     return {"out": str(out), "made": made, "skipped_existing": skipped, "total_rows": len(w.rows)}
+
+
+def _default_steps(model, sampler: str | None) -> int | None:
+    """The steps a model samples with when --steps is not given (per sampler where it has several)."""
+    if hasattr(model, "steps_for"):
+        return model.steps_for(sampler)
+    return getattr(model, "default_steps", None)
+
+
+def _add_signed(w: CorpusWriter, fn: str, pixels, row: dict, keys, fps: float | None) -> dict:
+    """Sign one generated item into a hidden temp folder, then rename it into the corpus with its row."""
+    import shutil
+    import tempfile
+
+    from .corpus import safe_path
+    from .provenance.sign import sign_pixels
+
+    final = safe_path(w.root, fn)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-sign-", dir=w.root))
+    try:
+        info = sign_pixels(pixels, tmp_dir / final.name, keys=keys, architecture=row["architecture"],
+                           checkpoint_sha256=row["checkpoint_sha256"], fps=fps, title=final.name,
+                           generator={k: row[k] for k in ("family", "sampler", "steps", "seed")},
+                           record_path=final)
+        video = pixels.ndim == 4
+        extra = {"c2pa": {"manifest_id": info["manifest_id"], "signer": info["signer"], "action": info["action"],
+                          "soft_binding": info["soft_binding"]}}
+        if info["soft_binding"] and "watermark" not in row:
+            extra["watermark"] = {"method": "posthoc", "payload": info["soft_binding"]["binding_id"],
+                                  "purpose": "c2pa soft binding"}
+        return w.add_file(fn, tmp_dir / final.name, modality="video" if video else "image",
+                          width=int(pixels.shape[-2]), height=int(pixels.shape[-3]),
+                          frames=int(pixels.shape[0]) if video else 1, fps=fps, **row, **extra)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -66,7 +66,7 @@ def build(recipe_path: str | Path, out: str | Path | None = None, *, device: str
         for item in recipe["synthetic"]:
             generate(parse_archs(str(item["arch"])), int(item.get("n", 100)), out,
                      seed=int(item.get("seed", seed)), sampler=item.get("sampler"), steps=item.get("steps"),
-                     device=device, progress=progress, writer=w)
+                     checkpoint=item.get("checkpoint"), device=device, progress=progress, writer=w)
         card = w.card
     return {"out": str(out), "counts": card.get("counts")}
 

@@ -73,6 +73,7 @@ def _save_state(state_dir: Path, model, ema, opt, step: int, gen: torch.Generato
             if torch.is_tensor(v):
                 tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
     tensors["rng"] = gen.get_state()
+    tensors["torch_rng"] = torch.get_rng_state()
     meta = {"step": step, "param_groups": osd["param_groups"], "losses": losses[-2000:],
             "train_config": tcfg.to_dict(), "model": model.name, "config": model.config.to_dict()}
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,8 @@ def _load_state(state_dir: Path, model, ema, opt, gen: torch.Generator) -> tuple
             state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     gen.set_state(t["rng"])
+    if "torch_rng" in t:  # the loss's own noise (reparameterization, timesteps) continues too
+        torch.set_rng_state(t["torch_rng"])
     return int(meta["step"]), list(meta.get("losses", []))
 
 

@@ -115,8 +115,9 @@ class VAE(Generator):
             mus.append(mu)
         nll, kl, mu = torch.cat(nlls), torch.cat(kls), torch.cat(mus)
         dims = data[0].numel()
-        # Continuous NLL on [-1, 1] -> discrete 8-bit bits/dim: add log(2/255) per dimension.
-        nelbo = (nll + kl.sum(1)).mean().item() / dims + math.log(2 / 255)
+        # Continuous density on [-1, 1] -> probability of an 8-bit bin of width 2/255:
+        # -log P = -log p - log(2/255) per dimension.
+        nelbo = (nll + kl.sum(1)).mean().item() / dims - math.log(2 / 255)
         active = (mu.var(0) > 0.01).sum().item()
         return {
             "neg_elbo_bits_per_dim": nelbo / math.log(2),
