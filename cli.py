@@ -52,10 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed; item i uses seed+i")
     p.add_argument("--sampler", help="sampler name for families that have several")
     p.add_argument("--steps", type=int, help="sampling steps for iterative samplers")
+    p.add_argument("--frames", type=int, help="frames per clip for video architectures (default: the model's)")
     p.add_argument("--checkpoint", help="a checkpoint folder instead of the shipped default")
     p.add_argument("--sign", action="store_true",
                    help="sign every output with C2PA (see `provenance init`) and record it in the rows")
     p.add_argument("--keys", metavar="DIR", help="signing key folder for --sign (default: the config folder)")
+    p.add_argument("--shard", metavar="I/N", help="write only shard I of N (default: torchrun's RANK/WORLD_SIZE); "
+                   "merge with `corpus merge DIR`, automatic under torchrun")
 
     p = sub.add_parser("bank", help="the generator bank: list, train, grid",
                        description="List, train and preview the bank's generators.")
@@ -85,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="corpus folder (default: the recipe's)")
     c = csub.add_parser("info", parents=[common], help="the card and counts of a corpus")
     c.add_argument("dir")
+    c = csub.add_parser("merge", parents=[common], help="fold the shards of a sharded `generate` into one manifest")
+    c.add_argument("dir")
     c = csub.add_parser("verify", parents=[common], help="check every file against its row")
     c.add_argument("dir")
 
@@ -94,6 +99,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True)
     p.add_argument("--out", help="checkpoint folder (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="training steps (artifact; default 4000)")
+    p.add_argument("--minutes", type=float, help="wall-clock budget (artifact; default 7)")
+
+    p = sub.add_parser("evaluate", parents=[common], help="metrics, leave-one-out matrix, robustness sweeps",
+                       description="Evaluate the detectors on a corpus split: metrics per architecture and family, "
+                                   "attribution, robustness to perturbations, leave-one-family-out; writes "
+                                   "results.json, PNG plots and index.html.")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--out", required=True, help="folder for results.json, plots and index.html")
+    p.add_argument("--attacks", help="comma list of perturbations, e.g. jpeg:75,resize:0.5,blur:1 "
+                                     "('none' to skip; default: a sweep of JPEG, resize, blur, noise, crop, WebP)")
+    p.add_argument("--leave-one-out", metavar="BY",
+                   help="'family' or 'architecture' (hold out each in turn) or a comma list of families")
+    p.add_argument("--detectors", help="comma list (default: every installed detector)")
+    p.add_argument("--loo-detectors", default="frequency,artifact", help="detectors refitted per held-out group")
+    p.add_argument("--loo-steps", type=int, default=600, help="artifact training steps per held-out group")
+    p.add_argument("--split", default="test", help="corpus split to evaluate on (default test)")
+    p.add_argument("--max-per-arch", type=int, help="at most this many items per architecture (and real)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("watermark", help="post-hoc watermark: embed, detect",
+                       description="Keyed robust watermark with a 32-bit payload (images and MP4). The key is "
+                                   "made on first use at $XDG_CONFIG_HOME/forensics/watermark.key (else "
+                                   "~/.config/forensics), mode 0600, or --key FILE.")
+    wsub = p.add_subparsers(dest="watermark_command", required=True, parser_class=_Parser)
+    w = wsub.add_parser("embed", parents=[common], help="mark an image (PNG/JPEG out) or a video (MP4 out)")
+    w.add_argument("input", metavar="IN")
+    w.add_argument("output", metavar="OUT")
+    w.add_argument("--payload", metavar="HEX", help="32-bit id, up to 8 hex digits (default: from IN's SHA-256)")
+    w.add_argument("--key", metavar="FILE", help="key file (created when missing)")
+    w.add_argument("--strength", type=float, default=1.0,
+                   help="mark amplitude; 1 gives PSNR ≈ 42 dB, 2 ≈ 36 dB and more robustness")
+    w = wsub.add_parser("detect", parents=[common], help="test files for the watermark (p-value, payload)")
+    w.add_argument("paths", nargs="+", metavar="IN")
+    w.add_argument("--key", metavar="FILE", help="key file (default: the default key)")
+    w.add_argument("--method", default="posthoc", choices=["posthoc", "treering"])
+    w.add_argument("--threshold", type=float, default=1e-6,
+                   help="detect when the p-value is at most this (the false-positive rate; default 1e-6)")
+    w.add_argument("--max-frames", type=int, default=64, help="frames sampled per video (default 64)")
 
     keys_opt = argparse.ArgumentParser(add_help=False)
     keys_opt.add_argument("--keys", metavar="DIR",
@@ -196,11 +240,21 @@ def cmd_detect(a) -> int:
 
 
 def cmd_generate(a) -> int:
-    from forensics.generate import generate, parse_archs
+    from forensics.generate import generate, parse_archs, parse_shard
+
+    shard, torchrun = parse_shard(a.shard)
 
     r = generate(parse_archs(a.arch), a.n, a.out, seed=a.seed, sampler=a.sampler, steps=a.steps,
                  device=a.device, checkpoint=a.checkpoint, progress=not a.quiet,
-                 sign=a.sign, keys_dir=a.keys)
+                 sign=a.sign, keys_dir=a.keys, shard=shard, frames=a.frames)
+    if torchrun:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if shard[0] == 0:
+            from forensics.corpus import merge_shards
+
+            r.update(merge_shards(a.out))
     _print(r if a.json else f"wrote {r['made']} new items ({r['skipped_existing']} already there); "
            f"{r['total_rows']} rows in {r['out']}", a.json)
     return 0
@@ -239,6 +293,9 @@ def cmd_corpus(a) -> int:
         r = recipe.build(a.recipe, a.out, device=a.device, progress=not a.quiet)
         _print(r if a.json else f"corpus {r['out']}: {json.dumps(r['counts'])}", a.json)
         return 0
+    if a.corpus_command == "merge":
+        _print(corpus.merge_shards(a.dir), True)
+        return 0
     if a.corpus_command == "info":
         c = corpus.Corpus(a.dir)
         info = {**c.card, "counts": corpus.counts(c.rows)}
@@ -259,8 +316,26 @@ def cmd_corpus(a) -> int:
 def cmd_train(a) -> int:
     from forensics.fit import train_detector
 
-    card = train_detector(a.detector, a.corpus, a.out, seed=a.seed)
+    opts = {k: v for k, v in (("steps", a.steps), ("minutes", a.minutes)) if v is not None}
+    card = train_detector(a.detector, a.corpus, a.out, seed=a.seed, **opts)
     _print(card if a.json else f"trained {a.detector}: test metrics {json.dumps(card['metrics'])}", a.json)
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from forensics.evaluate import evaluate
+
+    r = evaluate(a.corpus, a.out, detectors=a.detectors, attacks=a.attacks, leave_one_out=a.leave_one_out,
+                 loo_detectors=a.loo_detectors, loo_opts={"artifact": {"steps": a.loo_steps, "minutes": 3.0}},
+                 split=a.split, max_per_arch=a.max_per_arch, seed=a.seed, progress=not a.quiet)
+    if a.json:
+        _print({"out": a.out, "goals": r["goals"], "files": r["files"]}, True)
+    else:
+        for n, m in r["metrics"].items():
+            per = ", ".join(f"{k} {v['auc']:.3f}" for k, v in m["by_architecture"].items() if v["auc"] is not None)
+            print(f"{n:<10} AUC {m['overall']['auc']:.3f}  FPR@thr {m['overall']['fpr_at_threshold']:.3f}  "
+                  f"TPR@thr {m['overall']['tpr_at_threshold']:.3f}  [{per}]")
+        print(f"report: {r['files']['html']}")
     return 0
 
 
@@ -344,29 +419,72 @@ def cmd_audit(a) -> int:
     return 2 if failed else 0
 
 
+def cmd_watermark(a) -> int:
+    from forensics import media
+    from forensics.errors import ForensicsError, UsageError
+    from forensics.watermark import posthoc
+
+    if a.watermark_command == "embed":
+        payload = posthoc.parse_payload(a.payload) if a.payload is not None else None
+        media.sniff(a.input)  # a bad input fails before a key is made
+        key = posthoc.load_key(a.key, create=True)
+        r = posthoc.embed_file(a.input, a.output, key, payload, strength=a.strength)
+        _print(r if a.json else f"wrote {r['path']}: payload {r['payload']}, PSNR {r['psnr_db']} dB, "
+               f"key {r['key_fingerprint']}", a.json)
+        return 0
+    if a.method == "treering":
+        raise UsageError("Tree-Ring detection is not available yet (use --method posthoc)")
+    key = posthoc.load_key(a.key)
+    files: list[Path] = []
+    for raw in a.paths:
+        p = Path(raw)
+        found = list(media.iter_media_files(p)) if p.is_dir() else [p]
+        if p.is_dir() and not found:
+            raise UsageError(f"{p}: directory contains no media files")
+        files += found
+    failed = 0
+    for f in files:
+        try:
+            r = posthoc.detect_file(f, key, threshold=a.threshold, max_frames=a.max_frames)
+        except ForensicsError as exc:
+            failed += 1
+            if len(files) == 1:
+                raise
+            sys.stderr.write(f"forensics: {exc.one_line()}\n")
+            if a.json:
+                print(json.dumps({"path": str(f), "method": "posthoc", "error": exc.one_line()}))
+            continue
+        if a.json:
+            print(json.dumps(r))
+        else:
+            what = f"payload={r['payload'] or 'unreadable'}" if r["detected"] else "not detected"
+            print(f"{'marked' if r['detected'] else 'unmarked':>8}  {what}  p={r['p_value']:.3g}  {r['path']}")
+    return 2 if failed else 0
+
+
 COMMANDS = {"detect": cmd_detect, "generate": cmd_generate, "bank": cmd_bank, "corpus": cmd_corpus,
-            "train": cmd_train, "provenance": cmd_provenance, "audit": cmd_audit}
+            "train": cmd_train, "evaluate": cmd_evaluate, "provenance": cmd_provenance, "audit": cmd_audit,
+            "watermark": cmd_watermark}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from forensics.errors import ForensicsError
-    from generators.base import GeneratorError
 
     try:
         return COMMANDS[args.command](args)
     except ForensicsError as exc:
         sys.stderr.write(f"forensics: {exc.one_line()}\n")
         return exc.exit_code
-    except GeneratorError as exc:
-        sys.stderr.write(f"forensics: {' '.join(str(exc).split())}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write("forensics: interrupted\n")
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: say so in one line; the traceback only on request
+        if type(exc).__name__ == "GeneratorError":  # generators' own typed error (imported lazily: torch)
+            sys.stderr.write(f"forensics: {' '.join(str(exc).split())}\n")
+            return 2
         if os.environ.get("FORENSICS_DEBUG"):
             raise
         sys.stderr.write(f"forensics: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "

@@ -21,7 +21,8 @@ PSNR of the round trip; the same with the rectified flow's reverse ODE (Heun) th
 
 Prints one JSON object; writes a PNG plot (FD vs NFE, log axis) with --plot.
 
-Usage: python bench/nfe.py [--quick] [--n N] [--plot runs/nfe.png] [--ckpt-root DIR]
+Usage: python bench/nfe.py [--quick | --full] [--n N] [--plot PNG] [--ckpt-root DIR] [--threads 1]
+(the default: NFE 1, 2, 5, 10, 20, 50, 100 for each sampler, N = 128; --full adds 1000-step DDPM)
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ from forensics.detectors import frequency  # noqa: E402
 from generators import base  # noqa: E402
 from generators import samplers as S  # noqa: E402
 
-FULL = {
-    "ddpm_ancestral": ("ddpm", "ddpm", [10, 20, 50, 100, 1000]),
+# row -> (model, sampler, steps); flow_heun uses 2 evaluations per step
+DEFAULT = {
+    "ddpm_ancestral": ("ddpm", "ddpm", [5, 10, 20, 50, 100]),
     "ddim": ("ddpm", "ddim", [1, 2, 5, 10, 20, 50, 100]),
     "ldm_ddim": ("ldm", "ddim", [1, 2, 5, 10, 20, 50, 100]),
     "flow_euler": ("rectified_flow", "euler", [1, 2, 5, 10, 20, 50, 100]),
-    "flow_heun": ("rectified_flow", "heun", [1, 3, 5, 10, 25, 50]),      # NFE = 2 x steps
+    "flow_heun": ("rectified_flow", "heun", [1, 3, 5, 10, 25, 50]),
 }
+FULL = {**DEFAULT, "ddpm_ancestral": ("ddpm", "ddpm", [5, 10, 20, 50, 100, 1000])}
 QUICK = {
     "ddpm_ancestral": ("ddpm", "ddpm", [10, 25, 100]),
     "ddim": ("ddpm", "ddim", [1, 2, 5, 10, 25, 50]),
@@ -123,8 +126,9 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer settings, N=128, no 1000-step DDPM")
-    ap.add_argument("--n", type=int, help="samples per setting (default 256; 128 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="fewer settings, N=96")
+    ap.add_argument("--full", action="store_true", help="adds 1000-step ancestral DDPM, N=256 (long on a CPU)")
+    ap.add_argument("--n", type=int, help="samples per setting (default 128; 96 --quick, 256 --full)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--ckpt-root", default=str(base.CHECKPOINT_ROOT), help="folder with ddpm/ ldm/ rectified_flow/")
     ap.add_argument("--only", help="comma list of rows (ddpm_ancestral, ddim, ldm_ddim, flow_euler, flow_heun)")
@@ -133,10 +137,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    plan = QUICK if a.quick else FULL
+    plan = QUICK if a.quick else FULL if a.full else DEFAULT
     if a.only:
         plan = {k: v for k, v in plan.items() if k in a.only.split(",")}
-    n = a.n or (128 if a.quick else 256)
+    n = a.n or (96 if a.quick else 256 if a.full else 128)
     t_start = time.time()
 
     rs, _ = bank.real_training_data(per_source=100 if a.quick else 250)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import shlex
 import sys
@@ -45,6 +46,8 @@ TRAIN_DEFAULTS: dict[str, dict] = {
     # vq_transformer: the first `vq_steps` (config) train the VQ-VAE and the prior, the rest the
     # prior alone; ema 0.99 so the saved VQ-VAE catches up with the frozen one in phase 2
     "vq_transformer": {"steps": 5000, "batch_size": 32, "lr": 1e-3, "ema_decay": 0.99},
+    # issue 5: clips of 8 frames; a batch of 4 clips is 32 frames; `--minutes` ends the run
+    "video_diffusion": {"steps": 20000, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.995},
 }
 DATA_PER_SOURCE = 400
 
@@ -69,6 +72,37 @@ def real_training_data(data_dir: str | None = None, size: int = 32, seed: int = 
     return rs, desc
 
 
+# Video models: clips per source = per_source // this (400 crops → 100 clips of T frames each).
+VIDEO_CLIPS_DIVISOR = 4
+
+
+def real_training_clips(data_dir: str | None = None, size: int = 32, frames: int = 8, seed: int = 0,
+                        per_source: int = 100) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Real clips (train, test) as (N, T, 3, size, size) in [-1, 1] and their description.
+
+    Default: virtual-camera clips over the bundled photos, split by source photo; with a folder:
+    its videos cut into clips (center square, resized), split by a hash of their path."""
+    clips: dict[str, list[np.ndarray]] = {sp: [] for sp in realdata.SPLITS}
+    if data_dir:
+        for clip, _fps, _src, split in realdata.folder_clips(data_dir, frames, size, max_clips_per_video=per_source):
+            clips[split].append(clip)
+        if not any(clips.values()):
+            raise UsageError(f"--data {data_dir}: no readable videos with {frames} frames found")
+        desc = {"kind": "video folder", "path": str(data_dir), "max_clips_per_video": per_source}
+    else:
+        for clip, _src, split in realdata.default_clips(per_source, frames, size, seed):
+            clips[split].append(clip)
+        desc = {"kind": "virtual-camera clips over the bundled photos (scikit-image, scikit-learn)",
+                "clips_per_source": per_source,
+                "sources_by_split": {sp: sorted({s.name for s in realdata.bundled_sources() if s.split == sp})
+                                     for sp in realdata.SPLITS}}
+    desc.update({"frames": frames, "size": size, "seed": seed, "fps": 8.0,
+                 "items_by_split": {sp: len(v) for sp, v in clips.items()}})
+    empty = np.zeros((0, frames, size, size, 3), np.uint8)
+    return (to_tensor(np.stack(clips["train"]) if clips["train"] else empty),
+            to_tensor(np.stack(clips["test"]) if clips["test"] else empty), desc)
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     return base.from_uint8(images).contiguous()
 
@@ -89,6 +123,10 @@ def grid(images: np.ndarray, cols: int = 8, pad: int = 2, zoom: int = 2) -> np.n
 
 def save_grid(model: base.Generator, path: Path, n: int = 64, seed: int = 0) -> Path:
     g = torch.Generator().manual_seed(seed)
+    if model.modality == "video":  # a strip per clip: a few clips, extended to twice their length
+        frames = 2 * int(getattr(model.config, "frames", 8))
+        x = model.sample(min(n, 6), generator=g, frames=frames)                 # (n, T, 3, H, W)
+        return media.write_png(path, grid(base.to_uint8(x).reshape(-1, *x.shape[-2:], 3), cols=x.shape[1]))
     x = model.sample(n, generator=g)
     imgs = base.to_uint8(x if x.dim() == 4 else x[:, 0])
     return media.write_png(path, grid(imgs))
@@ -105,9 +143,13 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
     out = Path(out) if out else base.CHECKPOINT_ROOT / model_name
     state_dir = out / "train_state"
     model = base.create(model_name, preset)
-    rs, desc = real_training_data(data, model.config.image_size, seed, per_source)
-    train_x = to_tensor(rs.split("train").images)
-    test_x = to_tensor(rs.split("test").images)
+    if model.modality == "video":  # real clips (virtual camera over the photos, or a video folder)
+        train_x, test_x, desc = real_training_clips(data, model.config.image_size, model.config.frames,
+                                                    seed, max(1, per_source // VIDEO_CLIPS_DIVISOR))
+    else:
+        rs, desc = real_training_data(data, model.config.image_size, seed, per_source)
+        train_x = to_tensor(rs.split("train").images)
+        test_x = to_tensor(rs.split("test").images)
     tdefaults = dict(TRAIN_DEFAULTS.get(model_name, {}))
     if steps is not None:
         tdefaults["steps"] = steps
@@ -117,6 +159,8 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
             f.unlink()
     t0 = time.time()
     ema, result = train(model, train_x, tcfg, device=dev, state_dir=state_dir, progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes the checkpoint
+        return {"architecture": arch, "rank": int(os.environ["RANK"]), "steps": result.steps}
     ema.to(dev)
     metrics = ema.evaluate(test_x.to(dev)) if len(test_x) else {}
     metrics = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()}

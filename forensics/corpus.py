@@ -69,6 +69,8 @@ def validate_row(row: Any, where: str = "") -> dict:
     missing = [f for f in ("file_name", "sha256", "label", "modality", "family", "split") if f not in row]
     if missing:
         raise CorpusError(f"{where}row lacks {', '.join(missing)}")
+    if not isinstance(row["file_name"], str):
+        raise CorpusError(f"{where}file_name must be a string")
     if row["label"] not in ("real", "synthetic"):
         raise CorpusError(f"{where}label must be real or synthetic; got {row['label']!r}")
     if row["modality"] not in ("image", "video"):
@@ -104,21 +106,30 @@ class CorpusWriter:
     """Atomic, resumable writer. Use as a context manager; `close()` writes corpus.json."""
 
     def __init__(self, root: str | os.PathLike, *, name: str | None = None,
-                 recipe: Any = None, real_sources: Iterable[str] = ()):
+                 recipe: Any = None, real_sources: Iterable[str] = (), shard: tuple[int, int] | None = None):
+        """`shard=(i, n)`: one of n concurrent writers; its rows go to shards/ until `merge_shards`."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / ".lock", "w")
+        self.shard = shard if shard and shard[1] > 1 else None
+        tag = f"-{self.shard[0]}-of-{self.shard[1]}" if self.shard else ""
+        self._lock = open(self.root / f".lock{tag}", "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock.close()
             raise CorpusError("another process is writing this corpus", self.root) from None
         rows_path = self.root / ROWS
+        if self.shard:
+            (self.root / "shards").mkdir(exist_ok=True)
+            merged, _ = _read_rows(rows_path)
+            rows_path = self.root / "shards" / f"metadata{tag}.jsonl"
         self.rows, end = _read_rows(rows_path)
         if rows_path.exists() and rows_path.stat().st_size != end:
             with open(rows_path, "r+b") as fh:  # cut the torn line a kill left behind
                 fh.truncate(end)
         self.index = {r["file_name"]: r for r in self.rows}
+        if self.shard:  # items already merged count as done
+            self.index.update({r["file_name"]: r for r in merged})
         old = self._old_card()
         self.card = {
             "name": name or old.get("name") or self.root.name,
@@ -182,12 +193,37 @@ class CorpusWriter:
         if self._fh.closed:
             return self.card
         self._fh.close()
+        if self.shard:  # the merge writes the card
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            return self.card
         self.card["counts"] = counts(self.rows)
         self.card["updated"] = _now()
         media.atomic_write_bytes(self.root / CARD, (json.dumps(self.card, indent=2) + "\n").encode())
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
         return self.card
+
+
+def merge_shards(root: str | os.PathLike) -> dict:
+    """Fold shards/metadata-*.jsonl into metadata.jsonl (no duplicates) and rewrite the card."""
+    root = Path(root)
+    shard_files = sorted((root / "shards").glob("metadata-*.jsonl")) if (root / "shards").is_dir() else []
+    added = 0
+    with CorpusWriter(root) as w:
+        for f in shard_files:
+            rows, _ = _read_rows(f)
+            for r in rows:
+                if r["file_name"] not in w.index and safe_path(root, r["file_name"]).is_file():
+                    w._fh.write(json.dumps(r) + "\n")
+                    w.rows.append(r)
+                    w.index[r["file_name"]] = r
+                    added += 1
+        w._fh.flush()
+        os.fsync(w._fh.fileno())
+    for f in shard_files:
+        f.unlink()
+    return {"merged_shards": len(shard_files), "rows_added": added, "total_rows": len(w.rows)}
 
 
 def counts(rows: list[dict]) -> dict:

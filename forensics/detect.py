@@ -1,8 +1,12 @@
 """`forensics detect`: run the detectors on one file and fuse their evidence into a verdict.
 
-The fused score is the mean of the detectors' calibrated logits (until a fitted fusion model
-exists); the verdict is `uncertain` when the fused logit is within `UNCERTAIN_LOGIT` of the
-threshold's logit, i.e. when the odds are within a factor e of the decision boundary.
+The fused score comes from the fitted fusion model (forensics/detectors/fusion.py: logistic
+regression on the detectors' calibrated logits, threshold at a stated FPR on real validation
+data) when its checkpoint exists and was fitted on the loaded detectors; detectors outside the
+fusion (e.g. temporal on a video) are averaged in with it as calibrated logits. Without a usable
+fusion model it is the mean of the detectors' calibrated logits. The verdict is `uncertain`
+when the fused logit is within `UNCERTAIN_LOGIT` of the threshold's logit, i.e. when the odds
+are within a factor e of the decision boundary.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ def load_detectors(spec: str | None = None) -> dict[str, dbase.Detector]:
         names = [s.strip() for s in spec.split(",") if s.strip()]
         for n in names:
             dbase.get_class(n)
-        return {n: dbase.load(n) for n in names}
+        # a combiner (fusion) scores nothing itself: it is applied to the others automatically
+        return {n: dbase.load(n) for n in names if not getattr(dbase.get_class(n), "combiner", False)}
     dets = {}
     for n in dbase.names():
+        if getattr(dbase.get_class(n), "combiner", False):
+            continue
         if (dbase.CHECKPOINT_ROOT / n / "config.json").is_file():
             dets[n] = dbase.load(n)
     if not dets:
@@ -38,6 +45,15 @@ def load_detectors(spec: str | None = None) -> dict[str, dbase.Detector]:
 
 
 def load_media(path: str | Path, max_frames: int = DEFAULT_MAX_FRAMES) -> dbase.Media:
+    if media.sniff(path) == "video":
+        # Runs of frames ~1/8 s apart at spread-out positions: per-frame detectors see frames
+        # from the whole clip, the temporal detector sees consecutive pairs.
+        frames, index, gap, info = media.read_frame_runs(path, max_frames)
+        h, w = frames[0].shape[:2]
+        if min(h, w) < MIN_SIDE:
+            raise MediaError(f"video is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed for analysis", path)
+        return dbase.Media(str(path), "video", frames, info.fps, info.frames or len(frames),
+                           frame_index=index, pair_gap=gap)
     kind, frames, meta = media.frames_of(path, max_frames=max_frames)
     frames = list(frames)
     h, w = frames[0].shape[:2]
@@ -45,6 +61,41 @@ def load_media(path: str | Path, max_frames: int = DEFAULT_MAX_FRAMES) -> dbase.
         raise MediaError(f"{kind} is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed for analysis", path)
     return dbase.Media(str(path), "image" if kind == "image" else "video", frames, meta.get("fps"),
                        meta.get("frames") or len(frames))
+
+
+_FUSION: dict = {}
+
+
+def load_fusion():
+    """The shipped fusion model, or None (cached per process)."""
+    d = dbase.CHECKPOINT_ROOT / "fusion"
+    if "model" not in _FUSION:
+        from .detectors.fusion import FusionDetector
+
+        _FUSION["model"] = FusionDetector.load(d) if (d / "config.json").is_file() else None
+    return _FUSION["model"]
+
+
+def fuse(evidence: dict, detectors: dict) -> tuple[float, float, dict]:
+    """(p_synthetic, threshold, description of how they were combined)."""
+    fusion = load_fusion()
+    ok, why = fusion.applies_to(detectors) if fusion is not None else (False, None)
+    if ok and all(n in evidence for n in fusion.inputs):
+        zf = dbase.logit(fusion.combine({n: evidence[n].p_synthetic for n in fusion.inputs}))
+        tf = dbase.logit(fusion.threshold)
+        extra = [n for n in evidence if n not in fusion.inputs]
+        logits = [zf] + [dbase.logit(evidence[n].p_synthetic) for n in extra]
+        thr_logits = [tf] + [dbase.logit(detectors[n].threshold) for n in extra]
+        info = {"method": "logistic", "inputs": fusion.inputs, "threshold_fpr": fusion.config.get("threshold_fpr")}
+        if extra:
+            info.update(method="logistic+mean", averaged_with=extra)
+    else:
+        logits = [dbase.logit(e.p_synthetic) for e in evidence.values()]
+        thr_logits = [dbase.logit(detectors[n].threshold) for n in evidence]
+        info = {"method": "mean_logit", "inputs": list(evidence)}
+        if why or (fusion is not None and ok):
+            info["note"] = why or f"fusion needs {', '.join(fusion.inputs)} evidence; used the mean calibrated logit"
+    return float(dbase.sigmoid(np.mean(logits))), float(dbase.sigmoid(np.mean(thr_logits))), info
 
 
 def verdict(p: float, threshold: float) -> str:
@@ -59,14 +110,13 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
     t0 = time.time()
     m = load_media(path, max_frames)
     evidence = {n: d.score(m) for n, d in detectors.items() if m.modality in d.modalities}
+    evidence = {n: e for n, e in evidence.items() if e is not None}  # None: nothing to say (e.g. one frame)
     if not evidence and detectors:
         raise UsageError(f"none of the chosen detectors handles {m.modality}")
     p = thr = None  # no detectors (an empty dict): metadata evidence only
+    fusion_info = None
     if evidence:
-        logits = [dbase.logit(e.p_synthetic) for e in evidence.values()]
-        thr_logits = [dbase.logit(detectors[n].threshold) for n in evidence]
-        p = float(dbase.sigmoid(np.mean(logits)))
-        thr = float(dbase.sigmoid(np.mean(thr_logits)))
+        p, thr, fusion_info = fuse(evidence, detectors)
     out = {
         "path": str(path),
         "modality": m.modality,
@@ -74,12 +124,15 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
         "p_synthetic": round(p, 4) if evidence else None,
         "threshold": round(thr, 4) if evidence else None,
         "detectors": {n: e.to_json() for n, e in evidence.items()},
+        "fusion": fusion_info,
         "frames_scored": len(m.frames),
         "size": [int(m.frames[0].shape[1]), int(m.frames[0].shape[0])],
         "watermark": None,
         "provenance": None,
         "models": {n: dbase.card_sha256(d.directory) for n, d in detectors.items() if d.directory},
     }
+    if fusion_info and fusion_info["method"].startswith("logistic"):
+        out["models"]["fusion"] = dbase.card_sha256(load_fusion().directory)
     # Metadata and compression evidence (forensics/metadata.py); a decisive generator signature
     # forces a synthetic verdict, stated in "reason".
     from . import metadata

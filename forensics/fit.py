@@ -4,6 +4,7 @@ it with a card (data, metrics, the command that made it)."""
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
 import shlex
 import sys
@@ -12,11 +13,17 @@ from pathlib import Path
 
 from .corpus import Corpus
 from .detectors import base as dbase
+from .errors import UsageError
 
 
 def train_detector(name: str, corpus_dir: str | Path, out: str | Path | None = None, *,
                    seed: int = 0, **opts) -> dict:
     cls = dbase.get_class(name)
+    accepted = inspect.signature(cls.fit).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+        bad = [k for k in opts if k not in accepted]
+        if bad:
+            raise UsageError(f"the {name} detector takes no {', '.join('--' + k for k in bad)}")
     corpus = Corpus(corpus_dir)
     t0 = time.time()
     det = cls().fit(corpus, seed=seed, **opts)

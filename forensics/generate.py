@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from generators import base
+from generators import base, latent_walk
 
 from . import realdata
 from .corpus import CorpusWriter
@@ -29,10 +29,33 @@ def parse_archs(spec: str) -> list[str]:
     return archs
 
 
+def parse_shard(spec: str | None) -> tuple[tuple[int, int], bool]:
+    """`I/N`, or torchrun's RANK/WORLD_SIZE when launched by it: ((i, n), launched_by_torchrun)."""
+    import os
+
+    if spec:
+        try:
+            i, n = (int(x) for x in spec.split("/"))
+        except ValueError:
+            raise UsageError(f"--shard must look like I/N (e.g. 0/4); got {spec!r}") from None
+        if not 0 <= i < n:
+            raise UsageError(f"--shard must be I/N with 0 ≤ I < N; got {spec}")
+        return (i, n), False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        return (int(os.environ.get("RANK", "0")), world), True
+    return (0, 1), False
+
+
 def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sampler: str | None = None,
              steps: int | None = None, device: str = "auto", checkpoint: str | None = None,
              progress: bool = True, writer: CorpusWriter | None = None,
-             shard: tuple[int, int] = (0, 1), sign: bool = False, keys_dir: str | None = None) -> dict:
+             shard: tuple[int, int] = (0, 1), sign: bool = False, keys_dir: str | None = None,
+             frames: int | None = None) -> dict:
     """Write n items per architecture into the corpus at `out`; return counts of this run.
 
     sign: every output is C2PA-signed (provenance.sign.sign_pixels) before its row is written,
@@ -42,6 +65,10 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
         raise UsageError(f"--n must be ≥ 0; got {n}")
     if steps is not None and steps < 1:
         raise UsageError(f"--steps must be ≥ 1; got {steps}")
+    if frames is not None and frames < 1:
+        raise UsageError(f"--frames must be ≥ 1; got {frames}")
+    if not (0 <= shard[0] < shard[1]):
+        raise UsageError(f"--shard must be i/n with 0 ≤ i < n; got {shard[0]}/{shard[1]}")
     dev = base.resolve_device(device)
     signing_keys = None
     if sign:
@@ -49,13 +76,16 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
 
         signing_keys = load_keys(keys_dir)  # fail before sampling when there are no keys
     own = writer is None
-    w = writer or CorpusWriter(out)
+    w = writer or CorpusWriter(out, shard=shard)
     made = skipped = 0
     try:
         for arch in archs:
             model_name, arch_sampler = base.ARCHITECTURES[arch]
             ckpt_dir = Path(checkpoint) if checkpoint else base.CHECKPOINT_ROOT / model_name
             model = base.load(ckpt_dir if checkpoint else arch, device=dev)
+            model = latent_walk.wrap(arch, model)  # `<base>_interp`: a walk through an image model's latents
+            # --frames: clip length for video models (video_diffusion extends autoregressively)
+            sample_kw = {"frames": frames} if frames is not None and model.modality == "video" else {}
             ckpt_sha = base.checkpoint_sha256(ckpt_dir)
             use_sampler = sampler or arch_sampler or model.default_sampler
             todo = [seed + i for i in range(n) if (seed + i) % shard[1] == shard[0]]
@@ -71,7 +101,7 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
                     skipped += 1
                 else:
                     g = torch.Generator().manual_seed(s)
-                    x = model.sample(1, generator=g, steps=steps, sampler=use_sampler)[0]
+                    x = model.sample(1, generator=g, steps=steps, sampler=use_sampler, **sample_kw)[0]
                     row = dict(label="synthetic", family=model.family, architecture=arch,
                                sampler=use_sampler, steps=steps or _default_steps(model, use_sampler),
                                seed=s, checkpoint_sha256=ckpt_sha, source=f"bank:{model_name}",

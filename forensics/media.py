@@ -403,6 +403,95 @@ def frames_of(path, *, max_frames: int | None = None) -> tuple[str, Iterator[np.
     return kind, iter(reader), {"width": i.width, "height": i.height, "frames": i.frames, "fps": i.fps}
 
 
+def plan_runs(n_frames: int, max_frames: int, run_length: int = 8, gap: int = 1) -> list[int]:
+    """Frame numbers to decode: runs of `run_length` frames `gap` apart, spread evenly over a video
+    of `n_frames` (0 = unknown: one run from the start), at most `max_frames` in all.
+
+    Runs give consecutive pairs for temporal evidence; spreading them covers the whole clip."""
+    max_frames = max(1, int(max_frames))
+    gap = max(1, int(gap))
+    L = max(1, min(run_length, max_frames))
+    span = (L - 1) * gap + 1
+    if n_frames <= 0:
+        return [i * gap for i in range(max_frames)]
+    if n_frames <= span:
+        return list(range(0, n_frames, gap))[:max_frames]
+    n_runs = max(1, min(max_frames // L, -(-n_frames // span)))
+    starts = np.linspace(0, n_frames - span, n_runs).round().astype(int)
+    want = sorted({int(s0) + k * gap for s0 in starts for k in range(L)})
+    return want[:max_frames]
+
+
+def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length: int = 8,
+                    target_fps: float = 8.0, max_pixels: int = MAX_PIXELS,
+                    max_duration: float = MAX_DURATION_S) -> tuple[list[np.ndarray], list[int], int, VideoInfo]:
+    """Decode runs of frames (see `plan_runs`) from a video: (frames, frame numbers, gap, info).
+
+    Consecutive frames of a run are `gap` = round(fps / target_fps) frames apart, so pairs are
+    about 1/target_fps seconds apart whatever the frame rate. Frames between wanted ones are only
+    grabbed (decoded, not converted), and decoding stops after the last wanted frame. The same
+    checks as `VideoReader` apply (limits before decoding, no decodable frame, truncation).
+    """
+    p = _check_file(path)
+    if sniff(p) != "video":
+        raise MediaError("is an image, not a video", p)
+    info = probe_video(p)
+    check_video_limits(info, max_pixels, max_duration)
+    gap = max(1, int(round(info.fps / target_fps))) if info.fps and info.fps > 0 else 1
+    want = plan_runs(info.frames, max_frames, run_length, gap)
+    wanted, last = set(want), want[-1]
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        raise MediaError("OpenCV cannot open this video", p)
+    frames: list[np.ndarray] = []
+    index: list[int] = []
+    decoded, eof = 0, False
+    try:
+        while decoded <= last:
+            if decoded in wanted:
+                ok, bgr = cap.read()
+                ok = ok and bgr is not None
+            else:
+                ok = cap.grab()
+            if not ok:
+                eof = True
+                break
+            if decoded in wanted:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                index.append(decoded)
+            decoded += 1
+    finally:
+        cap.release()
+    if decoded == 0:
+        raise MediaError("no frame could be decoded (truncated or corrupt video)", p)
+    declared = info.frames
+    if eof and declared > 4 and decoded < 0.8 * declared - 2:
+        raise MediaError(f"truncated video: the container declares ~{declared} frames but only "
+                         f"{decoded} decode", p)
+    if not frames:  # the container over-declared its length: fall back to the first frames
+        return read_frame_runs_from_start(p, max_frames, gap, info)
+    return frames, index, gap, info
+
+
+def read_frame_runs_from_start(p: Path, max_frames: int, gap: int, info: VideoInfo):
+    cap = cv2.VideoCapture(str(p))
+    frames, index, i = [], [], 0
+    try:
+        while len(frames) < max_frames:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                break
+            if i % gap == 0:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                index.append(i)
+            i += 1
+    finally:
+        cap.release()
+    if not frames:
+        raise MediaError("no frame could be decoded (truncated or corrupt video)", p)
+    return frames, index, gap, info
+
+
 def iter_media_files(root: str | os.PathLike) -> Iterator[Path]:
     """Media files under a folder, sorted, by extension; symlinks are not followed."""
     root = Path(root)

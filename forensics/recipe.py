@@ -7,7 +7,8 @@ seed = 0
 [real]
 per_source = 200          # crops per bundled photo (split by source photo)
 clips_per_source = 0      # virtual-camera clips per bundled photo
-folders = []              # user folders of images/videos (split by path hash)
+folders = []              # user folders of images (split by path hash)
+video_folders = []        # user folders of videos, cut into clips of `frames` (split by path hash)
 [[synthetic]]
 arch = "vae"
 n = 2000
@@ -63,10 +64,14 @@ def build(recipe_path: str | Path, out: str | Path | None = None, *, device: str
         clips = int(real.get("clips_per_source", 0))
         if clips:
             _write_real_clips(w, clips, int(real.get("frames", 16)), size, seed, progress)
+        for folder in real.get("video_folders", []):
+            _write_folder_clips(w, folder, int(real.get("frames", 16)), size, seed,
+                                int(real.get("clips_per_video", 8)), progress)
         for item in recipe["synthetic"]:
             generate(parse_archs(str(item["arch"])), int(item.get("n", 100)), out,
                      seed=int(item.get("seed", seed)), sampler=item.get("sampler"), steps=item.get("steps"),
-                     checkpoint=item.get("checkpoint"), device=device, progress=progress, writer=w)
+                     checkpoint=item.get("checkpoint"), device=device, progress=progress, writer=w,
+                     frames=item.get("frames"))
         card = w.card
     return {"out": str(out), "counts": card.get("counts")}
 
@@ -84,6 +89,24 @@ def _write_real_images(w: CorpusWriter, sources, per: int, size: int, seed: int,
             if not w.has(fn):
                 w.add_image(fn, img, label="real", family="real", architecture="real", source=src.name,
                             split=src.split, seed=seed)
+
+
+def _write_folder_clips(w: CorpusWriter, folder: str, frames: int, size: int, seed: int, per_video: int,
+                        progress: bool) -> None:
+    """Every video of a user folder cut into clips (center square, resized), split by its path."""
+    from tqdm import tqdm
+
+    if not Path(folder).is_dir():
+        raise UsageError(f"video folder {folder}: no such directory")
+    counter: dict[str, int] = {}
+    for clip, fps, source, split in tqdm(realdata.folder_clips(folder, frames, size, per_video),
+                                         desc=f"real clips {folder}", file=sys.stderr, disable=not progress):
+        k = counter[source] = counter.get(source, -1) + 1
+        stem = source.split(":", 1)[-1].replace("/", "_").replace(".", "_")
+        fn = f"clips/real_folder/{stem}_{k:04d}.mp4"
+        if not w.has(fn):
+            w.add_clip(fn, np.asarray(clip), fps=float(fps), label="real", family="real", architecture="real",
+                       source=source, split=split, seed=seed)
 
 
 def _write_real_clips(w: CorpusWriter, per: int, frames: int, size: int, seed: int, progress: bool) -> None:

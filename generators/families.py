@@ -8,3 +8,5 @@ from . import gan  # noqa: F401
 from . import flows  # noqa: F401
 from . import tarflow  # noqa: F401
 from . import autoregressive  # noqa: F401
+from . import video_diffusion  # noqa: F401
+from . import latent_walk  # noqa: F401

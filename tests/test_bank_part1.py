@@ -279,6 +279,18 @@ def test_tarflow_denoise_step_moves_towards_data():
     assert a.shape == b.shape and not torch.equal(a, b)
 
 
+def test_flow_bits_per_dim_metrics():
+    g = _tiny("glow")
+    x = _batch(g, 16)
+    bpd = g.evaluate(x)["bits_per_dim"]
+    with torch.no_grad():
+        # the loss is -log p per dim in nats on [-1, 1]; bits/dim adds log(255 / 2) and converts
+        ref = (g.loss(x).item() + torch.log(torch.tensor(127.5)).item()) / torch.log(torch.tensor(2.0)).item()
+    assert abs(bpd - ref) < 0.05 and 0 < bpd < 16
+    t = _tiny("tarflow").evaluate(x)
+    assert t["bits_per_dim_noisy"] > t["noise_floor_bits_per_dim"] > 0
+
+
 def test_causal_transformer_cache_matches_full_pass():
     torch.manual_seed(0)
     tf = CausalTransformer(16, 2, 2).eval()

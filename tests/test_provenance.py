@@ -241,10 +241,15 @@ def test_expired_certificate_is_refused(src, tmp_path, capsys):
 
 
 @pytest.mark.skipif(not SOFT, reason="the post-hoc watermark module is not installed")
-def test_soft_binding_recovers_stripped_copy(tmp_path, kdir, capsys):
+def test_soft_binding_recovers_stripped_copy(tmp_path, capsys):
     from skimage import data
 
-    im = cv2.resize(data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)
+    from forensics.watermark import posthoc
+
+    kdir = tmp_path / "k"  # a fixed watermark key, so the test is reproducible
+    posthoc.save_key(posthoc.WatermarkKey(bytes(range(32))), kdir / "watermark.key")
+    pkeys.init_keys(kdir)
+    im = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
     media.write_png(tmp_path / "in.png", im)
     signed = sign_file(tmp_path / "in.png", tmp_path / "s.png", keys_dir=kdir, architecture="ddpm",
                        checkpoint_sha256="cd" * 32)

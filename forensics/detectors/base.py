@@ -30,6 +30,8 @@ class Media:
     frames: list[np.ndarray]      # RGB uint8 (H, W, 3), possibly a subsample of a video
     fps: float | None = None
     declared_frames: int = 1
+    frame_index: list[int] | None = None  # frame numbers of `frames` in the video (None: consecutive)
+    pair_gap: int = 1                     # frames apart that count as consecutive (runs for temporal)
 
 
 @dataclasses.dataclass
@@ -62,6 +64,9 @@ def register(cls: type["Detector"]) -> type["Detector"]:
 
 def _import_all() -> None:
     from . import frequency  # noqa: F401
+    from . import temporal  # noqa: F401
+    from . import artifact  # noqa: F401
+    from . import fusion  # noqa: F401
 
 
 def names() -> list[str]:
@@ -103,6 +108,39 @@ def card_sha256(directory: str | os.PathLike) -> str:
 
 def sigmoid(x: float | np.ndarray):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def platt_fit(scores, labels, iters: int = 500) -> tuple[float, float]:
+    """Platt scaling with Platt's smoothed targets (1999): p = sigmoid(a * score + b).
+
+    The targets (N+ + 1)/(N+ + 2) and 1/(N- + 2) keep a perfectly separated validation set
+    from producing an infinitely steep, overconfident calibration.
+    """
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels, np.float64)
+    n_pos, n_neg = y.sum(), len(y) - y.sum()
+    t = np.where(y > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    sd = s.std() or 1.0
+    z = (s - s.mean()) / sd
+    a, b = 1.0, 0.0
+    for _ in range(iters):  # Newton steps on the 2-parameter cross-entropy
+        p = sigmoid(a * z + b)
+        g = np.array([((p - t) * z).sum(), (p - t).sum()])
+        w = p * (1 - p) + 1e-9
+        h = np.array([[(w * z * z).sum(), (w * z).sum()], [(w * z).sum(), w.sum()]]) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(a / sd), float(b - a * s.mean() / sd)
+
+
+def threshold_at_fpr(p_real, fpr: float) -> float:
+    """The p above which at most `fpr` of real validation items fall, never below 0.5: a
+    calibrated p under 0.5 says real is the likelier class, so it is never called synthetic."""
+    p_real = np.asarray(p_real, np.float64)
+    q = float(np.quantile(p_real, 1 - fpr)) if len(p_real) else 0.5
+    return max(0.5, q)
 
 
 def logit(p: float) -> float:

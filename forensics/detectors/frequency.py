@@ -14,9 +14,12 @@ layers print periodic peaks, decoders under-produce high frequencies. Per 32x32 
 A standardized logistic regression gives real/synthetic; a multinomial one attributes the
 architecture. Platt scaling on the validation split calibrates the patch logit, and the default
 threshold is set at a stated false-positive rate on real validation images. Training applies
-random JPEG re-compression to *both* classes, so compression is not a shortcut feature.
+the artifact detector's augmentation (random resize, blur and JPEG re-compression, `AUGMENT`) to
+*both* classes, so processing is not a shortcut feature. The attribution model's classes are
+`real` and every architecture of the training corpus. Fitting also records the mean residual
+spectrum of each architecture (`spectra.safetensors`, drawn in `spectra.png`).
 Any frame size: non-overlapping 32x32 patches (a capped grid) give a heatmap; the frame logit is
-the mean patch logit, the clip logit the mean frame logit.
+the mean patch logit, the clip logit the mean frame logit. A side under 32 px is upsampled.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from ..errors import CheckpointError, UsageError
-from .base import Detector, Evidence, Media, register, sigmoid
+from . import calibration as cal
+from .base import Detector, Evidence, Media, platt_fit, register, sigmoid, threshold_at_fpr
+from .calibration import fit_small
 
 P = 32
 MAX_PATCHES = 256
@@ -74,10 +79,8 @@ def features(patches: np.ndarray) -> np.ndarray:
 
 def patch_grid(frame: np.ndarray, max_patches: int = MAX_PATCHES) -> tuple[np.ndarray, tuple[int, int]]:
     """Non-overlapping 32x32 patches on a grid (subsampled evenly past `max_patches`)."""
+    frame = fit_small(frame)  # a side under 32 px: upsampled (bicubic), as the training resizes do
     h, w = frame.shape[:2]
-    if h < P or w < P:
-        frame = np.pad(frame, ((0, max(0, P - h)), (0, max(0, P - w)), (0, 0)), mode="edge")
-        h, w = frame.shape[:2]
     ys = np.arange(0, h - P + 1, P)
     xs = np.arange(0, w - P + 1, P)
     keep = int(np.ceil(np.sqrt(len(ys) * len(xs) / max_patches)))
@@ -91,26 +94,47 @@ def _jpeg(img: np.ndarray, q: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
 
 
-def _augment(patches: np.ndarray, rng: np.random.Generator, p_jpeg: float = 0.3) -> np.ndarray:
-    out = patches.copy()
-    for i in range(len(out)):
-        if rng.random() < p_jpeg:
-            out[i] = _jpeg(out[i], int(rng.integers(65, 96)))
+# Augmentation of the upgraded detector (the artifact detector's recipe, milder): both classes.
+AUGMENT = {"p_resize": 0.25, "scale": [0.5, 2.0], "p_blur": 0.1, "blur_sigma": [0.3, 1.0],
+           "p_jpeg": 0.3, "jpeg_quality": [60, 100], "hflip": False}
+
+
+def _augmented_patches(corpus, rows: list[dict], rng: np.random.Generator, aug: dict) -> np.ndarray:
+    from .artifact import augment
+
+    out = []
+    for r, frames in corpus.iter_frames(rows):
+        out.append(augment(frames[int(rng.integers(0, len(frames)))], rng, aug))
+    return np.stack(out)
+
+
+def residual_spectrum(patches: np.ndarray) -> np.ndarray:
+    """Mean log power spectrum of the noise residual (gray - box3(gray)) of 32x32 patches,
+    centred (DC in the middle): the generator's average fingerprint."""
+    x = patches.astype(np.float32) / 255.0
+    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    r = gray - _box3(gray)
+    return np.fft.fftshift(np.log(np.abs(np.fft.fft2(r)) ** 2 + 1e-8).mean(0)).astype(np.float32)
+
+
+def spectra_by_architecture(corpus, rows: list[dict], per_class: int = 400, seed: int = 0) -> dict[str, np.ndarray]:
+    """Average residual spectrum per architecture ('real' for real items), up to `per_class` items each."""
+    rng = np.random.default_rng(seed)
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(cal.arch_of(r), []).append(r)
+    out = {}
+    for a in sorted(by, key=lambda k: (k != "real", k)):
+        rs = [by[a][i] for i in rng.permutation(len(by[a]))[:per_class]]
+        patches = [patch_grid(frames[0])[0][0] for _, frames in corpus.iter_frames(rs)]
+        out[a] = residual_spectrum(np.stack(patches))
     return out
 
 
-def _train_patches(corpus, rows: list[dict], rng: np.random.Generator, per_item: int = 1) -> np.ndarray:
-    out = []
-    for r, frames in corpus.iter_frames(rows):
-        for k in range(per_item):
-            f = frames[int(rng.integers(0, len(frames)))]
-            h, w = f.shape[:2]
-            if h < P or w < P:
-                f = patch_grid(f)[0][0]
-                h, w = P, P
-            y, x = int(rng.integers(0, h - P + 1)), int(rng.integers(0, w - P + 1))
-            out.append(f[y:y + P, x:x + P])
-    return np.stack(out)
+def spectra_figure(spectra: dict[str, np.ndarray]) -> np.ndarray:
+    from .. import plots
+
+    return plots.image_grid(spectra, title="mean log power spectrum of the noise residual (DC at centre)")
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -126,10 +150,11 @@ class FrequencyDetector(Detector):
     def __init__(self, config=None, arrays: dict[str, np.ndarray] | None = None):
         super().__init__(config)
         self.a = arrays or {}
+        self.spectra: dict[str, np.ndarray] = {}
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, corpus, *, seed: int = 0, C: float = 0.05, fpr: float = 0.05,
-            max_per_class: int = 20000, progress=None) -> "FrequencyDetector":
+            max_per_class: int = 20000, augmentation: dict | None = None, progress=None) -> "FrequencyDetector":
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
@@ -146,7 +171,8 @@ class FrequencyDetector(Detector):
         for lab, rs in by.items():
             idx = rng.permutation(len(rs))[:max_per_class]
             rows += [rs[i] for i in idx]
-        X = features(_augment(_train_patches(corpus, rows, rng), rng))
+        aug = {**AUGMENT, **(augmentation or {})}
+        X = features(_augmented_patches(corpus, rows, rng, aug))
         y = np.array([r["label"] == "synthetic" for r in rows], np.int64)
         arch = np.array([r.get("architecture") or r["family"] if r["label"] == "synthetic" else "real" for r in rows])
         scaler = StandardScaler().fit(X)
@@ -161,42 +187,56 @@ class FrequencyDetector(Detector):
             arrays["att_intercept"] = att.intercept_.astype(np.float32)
             classes = [str(c) for c in att.classes_]
         self.a = arrays
-        self.config = {"patch": P, "classes": classes, "C": C, "seed": seed, "calibration": [1.0, 0.0]}
+        self.config = {"patch": P, "classes": classes, "C": C, "seed": seed, "augmentation": aug,
+                       "calibration": [1.0, 0.0]}
+        self.spectra = spectra_by_architecture(corpus, train, seed=seed)
         # Calibrate (Platt) and set the threshold on the validation split, one item = one frame.
-        vs, vy = self._frame_logits(corpus, val)
-        platt = LogisticRegression(C=1e4).fit(vs[:, None], vy)
-        self.config["calibration"] = [float(platt.coef_[0, 0]), float(platt.intercept_[0])]
+        vs, vy = self.item_logits(cal.item_frames(corpus, val)), cal.labels(val)
+        self.config["calibration"] = list(platt_fit(vs, vy))
         pv = self._calibrate(vs)
-        real_p = np.sort(pv[vy == 0])
-        thr = float(np.quantile(real_p, 1 - fpr)) if len(real_p) else 0.5
+        thr = threshold_at_fpr(pv[vy == 0], fpr)
         self.config.update({
             "threshold": thr, "threshold_fpr": fpr,
-            "val": {"auc": _auc(vy, vs), "n_real": int((vy == 0).sum()), "n_synthetic": int(vy.sum()),
+            "threshold_rule": f"max(0.5, the calibrated p exceeded by {fpr:.0%} of real validation images)",
+            "val": {"fpr_at_threshold": float((pv[vy == 0] >= thr).mean()) if (vy == 0).any() else None,
+                    "auc": _auc(vy, vs), "n_real": int((vy == 0).sum()), "n_synthetic": int(vy.sum()),
                     "tpr_at_threshold": float((pv[vy == 1] >= thr).mean()) if vy.sum() else None},
             "train": {"n": int(len(y)), "n_features": int(X.shape[1])},
         })
         return self
 
-    def _frame_logits(self, corpus, rows):
-        s, y = [], []
-        for r, frames in corpus.iter_frames(rows):
-            s.append(np.mean([self._frame_logit(f)[0] for f in frames[:8]]))
-            y.append(int(r["label"] == "synthetic"))
-        return np.array(s), np.array(y)
-
     def evaluate(self, corpus, split: str = "test") -> dict:
-        rows = corpus.select(split=split)
-        s, y = self._frame_logits(corpus, rows)
-        per_arch = {}
-        real = s[y == 0]
-        for a in sorted({r.get("architecture") or r["family"] for r in rows if r["label"] == "synthetic"}):
-            m = np.array([r["label"] == "synthetic" and (r.get("architecture") or r["family"]) == a for r in rows])
-            per_arch[a] = _auc(np.r_[np.zeros(len(real)), np.ones(m.sum())], np.r_[real, s[m]])
-        p = self._calibrate(s)
-        return {"split": split, "auc": _auc(y, s), "n_real": int((y == 0).sum()), "n_synthetic": int(y.sum()),
-                "fpr_at_threshold": float((p[y == 0] >= self.threshold).mean()) if (y == 0).any() else None,
-                "tpr_at_threshold": float((p[y == 1] >= self.threshold).mean()) if y.any() else None,
-                "auc_by_architecture": per_arch}
+        """Test-split numbers (calibration.evaluate_detector) plus attribution accuracy."""
+        out = cal.evaluate_detector(self, corpus, split)
+        rows = [r for r in corpus.select(split=split) if r["modality"] == "image"]
+        if "att_coef" in self.a and rows:
+            probs = self.item_attribution(cal.item_frames(corpus, rows))
+            classes = self.config["classes"]
+            pred = np.array(classes)[probs.argmax(1)]
+            true = np.array([cal.arch_of(r) for r in rows])
+            syn = true != "real"
+            known = syn & np.isin(true, classes)
+            out["attribution_accuracy"] = float((pred[known] == true[known]).mean()) if known.any() else None
+            out["attribution_accuracy_with_real"] = float((pred == true).mean())
+        return out
+
+    # -- item-level interface (evaluation, fusion) ------------------------------------------------
+    def item_logits(self, items) -> np.ndarray:
+        """One raw logit per item ((T, H, W, 3) frames): the mean frame logit."""
+        return np.array([np.mean([self._frame_logit(f)[0] for f in frames]) for frames in items])
+
+    def calibrate(self, z):
+        return self._calibrate(z)
+
+    def item_attribution(self, items) -> np.ndarray:
+        """(N, classes) attribution probabilities (softmax of the multinomial model)."""
+        out = []
+        for frames in items:
+            feats = np.mean([self._frame_logit(f)[2].mean(0) for f in frames], 0)
+            lz = feats @ self.a["att_coef"].T + self.a["att_intercept"]
+            e = np.exp(lz - lz.max())
+            out.append(e / e.sum())
+        return np.array(out)
 
     # -- scoring -----------------------------------------------------------------------------
     def _patch_logits(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +266,7 @@ class FrequencyDetector(Detector):
         notes = []
         h, w = media.frames[0].shape[:2]
         if min(h, w) < P:
-            notes.append(f"frame {w}x{h} is smaller than the {P}x{P} patch; padded, low confidence")
+            notes.append(f"frame {w}x{h} is smaller than the {P}x{P} patch; upsampled, low confidence")
         attribution = None
         if "att_coef" in self.a:
             lz = np.mean(feats, 0) @ self.a["att_coef"].T + self.a["att_intercept"]
@@ -243,6 +283,13 @@ class FrequencyDetector(Detector):
         tmp = d / ".model.safetensors.tmp"
         save_file({k: np.ascontiguousarray(v) for k, v in self.a.items()}, str(tmp))
         os.replace(tmp, d / "model.safetensors")
+        if getattr(self, "spectra", None):
+            tmp = d / ".spectra.safetensors.tmp"
+            save_file({k: np.ascontiguousarray(v) for k, v in self.spectra.items()}, str(tmp))
+            os.replace(tmp, d / "spectra.safetensors")
+            from .. import plots
+
+            plots.save(spectra_figure(self.spectra), d / "spectra.png")
         self._write_config(d)
         return d
 
@@ -261,5 +308,10 @@ class FrequencyDetector(Detector):
                 raise CheckpointError(f"detector checkpoint {d} lacks {k}")
         det = cls(cfg, arrays)
         det.directory = d
+        if (d / "spectra.safetensors").is_file():
+            try:
+                det.spectra = dict(load_file(str(d / "spectra.safetensors")))
+            except (OSError, ValueError):
+                det.spectra = {}
         return det
 

@@ -254,14 +254,14 @@ def _sign(pixels: np.ndarray | None, unsigned: Path | None, dst: Path, fmt: str,
         except c2pa.C2paError as exc:
             raise ProvenanceError(f"C2PA signing failed: {_reason(exc)}", dst) from None
         label = _active_label(manifest_bytes)
-        os.chmod(signed, 0o644 & ~_umask())
-        os.replace(signed, dst)
-        sha = _sha256(dst)
-        # 5. the manifest store
+        sha = _sha256(signed)
+        # 5. the manifest store (before the file appears, so no signed file lacks its record)
         if binding:
             store.add(binding_id=binding["binding_id"], manifest_label=label, algorithm=binding["alg"],
                       asset_sha256=sha, format=mime, manifest=manifest_bytes, signer=keys.signer_name,
                       path=str(Path(record_path or dst).resolve()))
+        os.chmod(signed, 0o644 & ~_umask())
+        os.replace(signed, dst)
     finally:
         store.close()
         for p in (staged, signed):

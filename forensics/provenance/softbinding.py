@@ -89,13 +89,19 @@ def detect(path: str | os.PathLike, keys_dir: str | os.PathLike | None = None) -
     key = load_key(keys_dir)
     kind = media.sniff(p)
     if kind == "image":
-        frames = [media.read_image(p)]
+        w, h = media.image_size(p)
     else:
-        frames = list(media.VideoReader(p, max_frames=MAX_DETECT_FRAMES))
-    h, w = frames[0].shape[:2]
+        info = media.probe_video(p)
+        w, h = info.width, info.height
     if min(h, w) < min_side():
         return {"method": "posthoc", "detected": False, "payload": None,
                 "reason": f"{w}x{h} is below the watermark's {min_side()}-pixel minimum"}
-    d = _posthoc().detect_frames(frames, key)
+    ph = _posthoc()
+    if hasattr(ph, "detect_file"):  # the module's own reader (frame sampling and caps for video)
+        r = dict(ph.detect_file(p, key))
+        r.pop("path", None)
+        return {"method": "posthoc", **r}
+    frames = [media.read_image(p)] if kind == "image" else list(media.VideoReader(p, max_frames=MAX_DETECT_FRAMES))
+    d = ph.detect_frames(frames, key)
     r = d.to_json() if hasattr(d, "to_json") else dict(d)
     return {"method": "posthoc", **r, "key_fingerprint": getattr(key, "fingerprint", None)}

@@ -1,10 +1,16 @@
-"""Watermarks: post-hoc (keyed periodic spread spectrum, images and video; see posthoc.py).
+"""Watermarks.
 
-Tree-Ring (a key in the initial noise of our samplers) will live in treering.py.
+- `posthoc`: a keyed periodic spread-spectrum mark for images and video, 32-bit payload with
+  CRC-32 and a convolutional code, key-free re-synchronisation, p-value with a stated
+  false-positive rate (see its module docstring).
+- Tree-Ring (a key in the Fourier transform of our samplers' initial noise) will live in
+  `treering.py`.
 """
 
 from .posthoc import (DEFAULT_THRESHOLD, Detection, WatermarkKey, default_key_path, detect,
-                      detect_frames, embed, embed_frames, load_key, parse_payload, psnr)
+                      detect_file, detect_frames, embed, embed_file, embed_frames, load_key,
+                      parse_payload, psnr)
 
 __all__ = ["DEFAULT_THRESHOLD", "Detection", "WatermarkKey", "default_key_path", "detect",
-           "detect_frames", "embed", "embed_frames", "load_key", "parse_payload", "psnr"]
+           "detect_file", "detect_frames", "embed", "embed_file", "embed_frames", "load_key",
+           "parse_payload", "psnr"]

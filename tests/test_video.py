@@ -1,0 +1,184 @@
+"""Video: the video diffusion model, latent-walk clips, temporal features, the temporal detector
+and `detect` on an MP4. Small and CPU-sized (tiny presets, a 22-clip corpus)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from forensics import detect, media, realdata
+from forensics.corpus import Corpus, CorpusWriter
+from forensics.detectors import temporal as T
+from forensics.detectors.base import Media
+from generators import base
+
+
+# -- video diffusion ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_vd():
+    torch.manual_seed(0)
+    return base.create("video_diffusion", "tiny").eval()
+
+
+def test_video_diffusion_loss_and_sample(tiny_vd):
+    m = tiny_vd
+    c = m.config
+    x = torch.rand(2, c.frames, 3, c.image_size, c.image_size) * 2 - 1
+    m.train()
+    loss = m.loss(x)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    m.eval()
+    a = m.sample(2, generator=torch.Generator().manual_seed(3))
+    b = m.sample(2, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (2, c.frames, 3, c.image_size, c.image_size)
+    assert torch.equal(a, b) and a.abs().max() <= 1
+    assert not torch.equal(a, m.sample(2, generator=torch.Generator().manual_seed(4)))
+    assert m.num_parameters() < 2_000_000
+    assert base.create("video_diffusion", "cpu").num_parameters() <= 2_000_000
+
+
+def test_video_diffusion_autoregressive_extension(tiny_vd):
+    m = tiny_vd
+    c = m.config
+    long = m.sample(1, generator=torch.Generator().manual_seed(0), frames=3 * c.frames + 1)
+    assert long.shape[1] == 3 * c.frames + 1
+    given = torch.rand(1, c.frames, 3, c.image_size, c.image_size) * 2 - 1
+    ext = m.extend(given, 2 * c.frames, generator=torch.Generator().manual_seed(0))
+    assert ext.shape[1] == 2 * c.frames
+    assert torch.allclose(ext[:, :c.frames], given)            # the given frames are kept as they are
+    # The chunk after the first is conditioned: its context frames are the previous chunk's last.
+    short = m.sample(1, generator=torch.Generator().manual_seed(0), frames=c.frames)
+    assert torch.equal(long[:, :c.frames], short)
+
+
+# -- latent walks ------------------------------------------------------------------------------
+def test_latent_walk_generate_writes_mp4_rows(tmp_path):
+    from forensics.generate import generate
+
+    ck = base.create("vae", "tiny").save(tmp_path / "vae")
+    r = generate(["vae_interp"], 2, tmp_path / "out", checkpoint=str(ck), device="cpu", progress=False, frames=6)
+    assert r["made"] == 2
+    c = Corpus(tmp_path / "out")
+    assert len(c.rows) == 2
+    for row in c.rows:
+        assert row["file_name"].startswith("clips/vae_interp/") and row["file_name"].endswith(".mp4")
+        assert (row["modality"], row["family"], row["architecture"], row["sampler"]) == \
+            ("video", "vae", "vae_interp", "latent_walk")
+        assert row["frames"] == 6 and row["fps"] == 8.0 and row["checkpoint_sha256"] == base.checkpoint_sha256(ck)
+        frames, fps = media.read_video(c.path(row))
+        assert frames.shape == (6, 32, 32, 3)
+
+
+# -- temporal features -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cam_clip():
+    photo = realdata._load_source("skimage:chelsea")
+    return realdata.virtual_camera_clip(photo, np.random.default_rng(1), 16, 32)
+
+
+def _mean_features(clip):
+    feats, _, summary = T.clip_features(list(clip))
+    return np.concatenate(feats).mean(0), summary
+
+
+def test_temporal_features_static_flicker_shuffled(cam_clip):
+    i = {n: k for k, n in enumerate(T.FEATURES)}
+    real, s_real = _mean_features(cam_clip)
+    flick = cam_clip.astype(np.float32)
+    flick[1::2] *= 1.2
+    flick, s_flick = _mean_features(np.clip(flick, 0, 255).astype(np.uint8))
+    assert flick[i["log_brightness_flicker"]] > real[i["log_brightness_flicker"]] + 1.0
+    assert flick[i["log_brightness_second_difference"]] > real[i["log_brightness_second_difference"]] + 1.0
+    assert flick[i["log_warp_residual"]] > real[i["log_warp_residual"]]
+    assert s_flick["flicker_gray_levels"] > 5 * s_real["flicker_gray_levels"]
+    # A still clip: nothing changes, so no residual; shuffled frames: motion no flow explains.
+    _, s_static = _mean_features(np.stack([cam_clip[0]] * 8))
+    assert s_static["warp_residual_gray_levels"] < 0.5 and s_static["flicker_gray_levels"] == 0
+    perm = np.random.default_rng(0).permutation(len(cam_clip))
+    _, s_shuf = _mean_features(cam_clip[perm])
+    assert s_shuf["warp_residual_gray_levels"] > s_real["warp_residual_gray_levels"]
+
+
+def test_plan_runs_spreads_pairs():
+    idx = media.plan_runs(300, 32, 8, 4)
+    assert len(idx) == 32 and idx[0] == 0 and idx[-1] == 299
+    runs = T.split_runs(idx, 4, len(idx))
+    assert len(runs) == 4 and all(len(r) == 8 for r in runs)
+    assert media.plan_runs(16, 32, 8, 1) == list(range(16))
+    assert media.plan_runs(0, 5, 8, 2) == [0, 2, 4, 6, 8]
+
+
+# -- the temporal detector ---------------------------------------------------------------------
+def _morph_clip(rng, frames=16):
+    """A stand-in for a frame-wise fake: a cross-fade between two photo crops."""
+    srcs = realdata.bundled_sources()
+    a = realdata.random_crop(srcs[int(rng.integers(len(srcs)))].load(), rng)
+    b = realdata.random_crop(srcs[int(rng.integers(len(srcs)))].load(), rng)
+    u = np.linspace(0, 1, frames)[:, None, None, None]
+    return np.clip((1 - u) * a + u * b + rng.normal(0, 1, (frames, 32, 32, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny_video_corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("video_corpus")
+    rng = np.random.default_rng(0)
+    photos = {sp: [s for s in realdata.bundled_sources() if s.split == sp] for sp in realdata.SPLITS}
+    with CorpusWriter(d) as w:
+        for sp, n in (("train", 6), ("val", 3), ("test", 2)):
+            for k in range(n):
+                src = photos[sp][k % len(photos[sp])]
+                clip = realdata.virtual_camera_clip(src.load(), rng, 16, 32)
+                w.add_clip(f"clips/real/{sp}_{k}.mp4", clip, 8.0, label="real", family="real",
+                           architecture="real", source=src.name, split=sp)
+                w.add_clip(f"clips/morph/{sp}_{k}.mp4", _morph_clip(rng), 8.0, label="synthetic",
+                           family="vae", architecture="morph", split=sp)
+    return d
+
+
+@pytest.fixture(scope="module")
+def fitted_temporal(tiny_video_corpus):
+    return T.TemporalDetector().fit(Corpus(tiny_video_corpus), epochs=60)
+
+
+def test_temporal_detector_fit_score_save_load(fitted_temporal, tiny_video_corpus, tmp_path, cam_clip):
+    det = fitted_temporal
+    assert 0.5 <= det.threshold < 1 and det.config["val"]["n_real"] == 3
+    ev = det.score(Media("x.mp4", "video", list(cam_clip), 8.0, len(cam_clip)))
+    assert 0 <= ev.p_synthetic <= 1
+    assert len(ev.per_frame) == len(cam_clip) - 2  # two runs of 8 frames: 7 + 7 pairs
+    j = ev.to_json()
+    assert len(j["per_pair"]) == len(j["pairs"]) == 14 and "warp_residual_gray_levels" in j["measures"]
+    assert det.score(Media("one.mp4", "video", [cam_clip[0]], 8.0, 1)) is None
+    det.save(tmp_path / "t")
+    again = T.TemporalDetector.load(tmp_path / "t")
+    assert again.score(Media("x.mp4", "video", list(cam_clip), 8.0, 16)).p_synthetic == pytest.approx(ev.p_synthetic)
+    m = det.evaluate(Corpus(tiny_video_corpus), "test")
+    assert m["n_real"] == 2 and m["n_synthetic"] == 2
+
+
+def test_detect_mp4_includes_temporal_evidence(fitted_temporal, tmp_path, cam_clip):
+    clip = media.write_mp4(tmp_path / "cam.mp4", np.repeat(np.repeat(cam_clip, 2, 1), 2, 2), fps=8)
+    fitted_temporal.save(tmp_path / "temporal")
+    fitted_temporal.directory = tmp_path / "temporal"
+    out = detect.detect_file(clip, {"temporal": fitted_temporal}, max_frames=16)
+    t = out["detectors"]["temporal"]
+    assert out["modality"] == "video" and out["frames_scored"] == 16
+    assert len(t["per_pair"]) == 14 and 0 <= t["p_synthetic"] <= 1
+    assert out["verdict"] in ("real", "synthetic", "uncertain")
+    json.dumps(out)
+
+
+def test_shipped_temporal_checkpoint_scores_a_clip(tmp_path, cam_clip):
+    from forensics.detectors import base as dbase
+
+    if not (dbase.CHECKPOINT_ROOT / "temporal" / "config.json").is_file():
+        pytest.skip("no shipped temporal checkpoint")
+    det = dbase.load("temporal")
+    clip = media.write_mp4(tmp_path / "cam.mp4", cam_clip, fps=8)
+    out = detect.detect_file(clip, {"temporal": det})
+    assert len(out["detectors"]["temporal"]["per_pair"]) == 14
