@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="checkpoint folder (default: the shipped one)")
     b.add_argument("--per-source", type=int, default=400, help="real crops per source photo")
     b.add_argument("--fresh", action="store_true", help="ignore a saved training state")
+    b.add_argument("--save-every", type=int, help="save the resumable training state every N steps")
     b = bsub.add_parser("grid", parents=[common], help="write a sample grid PNG")
     b.add_argument("arch")
     b.add_argument("--out", help="PNG path (default: ARCH_grid.png)")
@@ -205,37 +206,37 @@ def cmd_detect(a) -> int:
     if a.max_frames < 1:
         raise UsageError(f"--max-frames must be ≥ 1; got {a.max_frames}")
     dets = detect.load_detectors(a.detectors)
-    files: list[Path] = []
-    for raw in a.paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = list(media.iter_media_files(p))
-            if not found:
-                raise UsageError(f"{p}: directory contains no media files")
-            files += found
-        else:
-            files.append(p)
-    failed = 0
-    for f in files:
+    single = len(a.paths) == 1 and not Path(a.paths[0]).is_dir()
+    scored = failed = 0
+    for f in media.expand_paths(a.paths):  # streamed: one line per file as it is scored
         try:
             r = detect.detect_file(f, dets, max_frames=a.max_frames, report_dir=a.report)
         except ForensicsError as exc:
-            failed += 1
-            if len(files) == 1:
+            if single:
                 raise
+            failed += 1
             sys.stderr.write(f"forensics: {exc.one_line()}\n")
             if a.json:
-                print(json.dumps({"path": str(f), "error": exc.one_line()}))
+                print(json.dumps({"path": str(f), "error": exc.one_line()}), flush=True)
             continue
+        scored += 1
         if a.json:
-            print(json.dumps(r))
+            print(json.dumps(r), flush=True)
         else:
-            print(f"{r['verdict']:>9}  p_synthetic={r['p_synthetic']:.3f}  (threshold {r['threshold']:.3f})  "
-                  f"{r['modality']}  {r['path']}")
+            p_txt = "n/a" if r["p_synthetic"] is None else f"{r['p_synthetic']:.3f}"
+            t_txt = "n/a" if r["threshold"] is None else f"{r['threshold']:.3f}"
+            print(f"{r['verdict']:>9}  p_synthetic={p_txt}  (threshold {t_txt})  {r['modality']}  {r['path']}",
+                  flush=True)
             if (r.get("metadata") or {}).get("decisive"):
                 print(f"           {r['reason']}")
-    if len(files) > 1 and not a.json:
-        print(f"{len(files) - failed} scored, {failed} failed")
+    if single:
+        return 0
+    if scored + failed == 0:
+        raise UsageError(f"{', '.join(a.paths)}: no media files found")
+    if a.json:
+        print(json.dumps({"summary": {"files": scored + failed, "scored": scored, "failed": failed}}))
+    else:
+        print(f"{scored} scored, {failed} failed")
     return 2 if failed else 0
 
 
@@ -274,7 +275,8 @@ def cmd_bank(a) -> int:
     elif a.bank_command == "train":
         card = bank.train_architecture(a.arch, out=a.out, data=a.data, minutes=a.minutes, steps=a.steps,
                                        preset=a.preset, seed=a.seed, device=a.device,
-                                       per_source=a.per_source, progress=not a.quiet, resume=not a.fresh)
+                                       per_source=a.per_source, progress=not a.quiet, resume=not a.fresh,
+                                       save_every=a.save_every)
         _print(card if a.json else f"trained {card['architecture']}: {card['steps']} steps, "
                f"metrics {json.dumps(card['metrics'])}", a.json)
     elif a.bank_command == "grid":

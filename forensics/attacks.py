@@ -8,8 +8,8 @@
   encoder (forensics.media.write_mp4 then decoding), frame drop, and any image attack per frame.
 - `parse(spec)` turns a short text spec into a callable: "jpeg:50", "webp:80", "resize:0.5",
   "crop:0.5" (keep half the area), "blur:1", "noise:5", "brightness:1.2", "contrast:0.8",
-  "rotate:2", "h264:28", "framedrop:0.2", and combinations joined by "+" ("resize:0.5+jpeg:75"),
-  applied left to right.
+  "rotate:2", "h264:28", "framedrop:0.2", "none" (identity), and combinations joined by "+"
+  ("resize:0.5+jpeg:75"), applied left to right.
 """
 
 from __future__ import annotations
@@ -199,6 +199,8 @@ def parse(spec: str) -> Callable[..., np.ndarray]:
     for part in spec.split("+"):
         name, _, arg = part.strip().partition(":")
         name = name.lower()
+        if name in ("none", "identity"):
+            continue
         if name not in IMAGE_ATTACKS and name not in CLIP_ATTACKS:
             known = ", ".join(sorted([*IMAGE_ATTACKS, *CLIP_ATTACKS]))
             raise UsageError(f"unknown attack {name!r} in {spec!r}; known: {known}")

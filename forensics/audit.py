@@ -24,7 +24,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from . import media
 from .errors import ForensicsError, MediaError, UsageError
@@ -182,14 +181,7 @@ def summarize(prov: dict, wm: dict, det: dict) -> dict:
             "credentials": st if not rec else f"{st}, recovered via watermark", "reasons": reasons}
 
 
-def expand(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Files as given, folders as their media files (sorted, streamed)."""
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            yield from media.iter_media_files(p)
-        else:
-            yield p
+expand = media.expand_paths
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generators import base
+from generators import base, latent_walk
 from generators.train import TrainConfig, train
 
 from . import media, realdata
@@ -47,7 +47,7 @@ TRAIN_DEFAULTS: dict[str, dict] = {
     # prior alone; ema 0.99 so the saved VQ-VAE catches up with the frozen one in phase 2
     "vq_transformer": {"steps": 5000, "batch_size": 32, "lr": 1e-3, "ema_decay": 0.99},
     # issue 5: clips of 8 frames; a batch of 4 clips is 32 frames; `--minutes` ends the run
-    "video_diffusion": {"steps": 20000, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.995},
+    "video_diffusion": {"steps": 20000, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.995, "warmup": 20},
 }
 DATA_PER_SOURCE = 400
 
@@ -135,7 +135,7 @@ def save_grid(model: base.Generator, path: Path, n: int = 64, seed: int = 0) -> 
 def train_architecture(arch: str, *, out: str | Path | None = None, data: str | None = None,
                        minutes: float | None = None, steps: int | None = None, preset: str = "cpu",
                        seed: int = 0, device: str = "auto", per_source: int = DATA_PER_SOURCE,
-                       progress: bool = True, resume: bool = True) -> dict:
+                       progress: bool = True, resume: bool = True, save_every: int | None = None) -> dict:
     if arch not in base.architectures():
         raise UsageError(f"unknown architecture {arch!r}; choose from {', '.join(base.architectures())}")
     model_name = base.ARCHITECTURES[arch][0]
@@ -153,6 +153,8 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
     tdefaults = dict(TRAIN_DEFAULTS.get(model_name, {}))
     if steps is not None:
         tdefaults["steps"] = steps
+    if save_every:
+        tdefaults["save_every"] = save_every
     tcfg = TrainConfig(seed=seed, minutes=minutes, **tdefaults)
     if not resume and state_dir.exists():
         for f in state_dir.iterdir():
@@ -215,8 +217,9 @@ def bank_list() -> list[dict]:
         if (d / "card.json").is_file():
             card = json.loads((d / "card.json").read_text())
         cls = base.get_class(model_name)
+        walk = arch in latent_walk.WALKS  # a latent walk: clips from an image model's checkpoint
         rows.append({"architecture": arch, "model": model_name, "family": cls.family,
-                     "modality": cls.modality, "sampler": sampler or cls.default_sampler,
+                     "modality": "video" if walk else cls.modality, "sampler": sampler or cls.default_sampler,
                      "checkpoint": str(d) if (d / "model.safetensors").is_file() else None,
                      "steps": card.get("steps"), "metrics": card.get("metrics", {})})
     return rows

@@ -128,6 +128,10 @@ class CorpusWriter:
             with open(rows_path, "r+b") as fh:  # cut the torn line a kill left behind
                 fh.truncate(end)
         self.index = {r["file_name"]: r for r in self.rows}
+        if not self.shard:  # temp files a killed writer left behind (shards may be writing theirs)
+            for stale in self.root.rglob(".tmp-*"):
+                if stale.is_file():
+                    stale.unlink()
         if self.shard:  # items already merged count as done
             self.index.update({r["file_name"]: r for r in merged})
         old = self._old_card()

@@ -492,6 +492,17 @@ def read_frame_runs_from_start(p: Path, max_frames: int, gap: int, info: VideoIn
     return frames, index, gap, info
 
 
+def expand_paths(paths) -> Iterator[Path]:
+    """Files as given, folders as the media files inside them (sorted, streamed: a folder of a
+    million files is never listed in memory at once)."""
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            yield from iter_media_files(p)
+        else:
+            yield p
+
+
 def iter_media_files(root: str | os.PathLike) -> Iterator[Path]:
     """Media files under a folder, sorted, by extension; symlinks are not followed."""
     root = Path(root)
@@ -499,7 +510,7 @@ def iter_media_files(root: str | os.PathLike) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             f = Path(dirpath) / name
-            if f.suffix.lower() in MEDIA_EXTS and not f.is_symlink():
+            if f.suffix.lower() in MEDIA_EXTS and not name.startswith(".") and not f.is_symlink():
                 yield f
 
 

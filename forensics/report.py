@@ -34,6 +34,14 @@ def write_detect_report(report_dir, m, result: dict, evidence: dict) -> dict:
                 frame = frame.repeat(k, 0).repeat(k, 1)
             p = media.write_png(d / f"{stem}.{name}_heatmap.png", heatmap_overlay(frame, ev.heatmap))
             files[f"{name}_heatmap"] = str(p)
+        if ev.attribution:
+            from . import plots
+
+            top = dict(sorted(ev.attribution.items(), key=lambda kv: -kv[1])[:12])
+            p = plots.save(plots.bar_chart(top, title=f"{name}: attribution"), d / f"{stem}.{name}_attribution.png")
+            files[f"{name}_attribution"] = str(p)
+    if "frequency" in evidence:
+        files["spectrum"] = str(write_spectrum(d / f"{stem}.spectrum.png", m.frames[0]))
     if isinstance(result.get("metadata"), dict):
         files.update(write_metadata_report(d, stem, m.frames[0] if m.modality == "image" else None,
                                            result["metadata"]))
@@ -41,6 +49,17 @@ def write_detect_report(report_dir, m, result: dict, evidence: dict) -> dict:
     j.write_text(json.dumps({**result, "report": files}, indent=2) + "\n")
     files["json"] = str(j)
     return files
+
+
+def write_spectrum(path: Path, frame: np.ndarray) -> Path:
+    """The mean log power spectrum of the noise residual over the frame's 32x32 patches (DC at
+    the centre): periodic peaks are upsampling traces, a dark rim is missing high frequencies."""
+    from . import plots
+    from .detectors import frequency
+
+    patches, _ = frequency.patch_grid(frame)
+    spec = frequency.residual_spectrum(patches)
+    return plots.save(plots.image_grid({"residual spectrum": spec}, title="", scale=8, cols=1), path)
 
 
 # ---------------------------------------------------------------------------------------------

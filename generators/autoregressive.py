@@ -250,7 +250,7 @@ class VQConfig(Config):
     beta: float = 0.25
     ema_decay: float = 0.99
     dead_threshold: float = 0.5   # EMA assignments per batch below which an entry is restarted
-    vq_steps: int = 250           # phase 1 length (VQ-VAE + prior); then the prior alone
+    vq_steps: int = 150           # phase 1 length (VQ-VAE + prior; ~4 min on a shared 2-core CPU), then the prior alone
     prior_dim: int = 128
     prior_depth: int = 4
     prior_heads: int = 4

@@ -1,15 +1,16 @@
 """A DCGAN-style generative adversarial network with the stabilizers small data needs.
 
 - G (Radford et al. 2016, "DCGAN"): z ~ N(0, I) → linear → 4x4 → (nearest upsample, 3x3 conv,
-  GroupNorm, LeakyReLU) x 3 → 32x32 → 3x3 conv → tanh. GroupNorm rather than BatchNorm, so a sample does not
-  depend on the other samples of its batch (items are generated one at a time, reproducibly).
+  GroupNorm, LeakyReLU) x 3 → 32x32 → 3x3 conv → tanh. GroupNorm rather than BatchNorm, so a
+  sample does not depend on the other samples of its batch (items are generated one at a time).
 - D: 3x3 / 4x4-stride-2 convolutions with spectral normalization on every layer (Miyato et al.
   2018; one power iteration per training step), LeakyReLU, a linear critic.
 - Losses: hinge (Lim & Ye 2017; default) or non-saturating (Goodfellow et al. 2014), with the R1
   penalty on real data (Mescheder et al. 2018), applied lazily every `r1_every` steps with the
   weight scaled up accordingly (Karras et al. 2020, StyleGAN2).
-- DiffAugment (Zhao et al. 2020): the same differentiable random colour / translation / cutout
-  is applied to real and fake images before D, so D cannot overfit a small training set.
+- DiffAugment (Zhao et al. 2020): differentiable random colour / translation / cutout, drawn
+  independently per image, on *both* real and fake images before D (so G is not taught the
+  augmentations, and D cannot memorize a small training set).
 - EMA of G: the shared training loop keeps an EMA of the whole module and saves it; `sample`
   uses `self.G` of that EMA copy. The shipped checkpoint holds G only (D is a training-time
   critic; the full state, D included, stays in the resumable `train_state/`); a loaded model has
@@ -33,7 +34,8 @@ TRAIN_DEFAULTS does.
 `evaluate` reports sample diversity against real data (a mode-collapse check): the mean pairwise
 distance between samples divided by the same for real test crops, in pixels and in a fixed
 random-feature space (seeded random conv net, no download); ~1 means real-like spread, << 1 means
-collapse.
+collapse. `coverage_nn_ratio`: mean distance from a real test crop to its nearest sample over the
+distance to its nearest other real crop (features; lower is better, large means modes missed).
 """
 
 from __future__ import annotations

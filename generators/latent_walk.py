@@ -115,7 +115,7 @@ class LatentWalk(Generator):
         for _ in range(n):
             L = int(torch.randint(c.segment_min, c.segment_max + 1, (1,), generator=generator))
             ease = bool(torch.rand(1, generator=generator) < c.p_ease)
-            keys = self._draw(math.ceil((T - 1) / L) + 1, generator)          # (K, D)
+            keys = self._draw((T - 1) // L + 2, generator)                    # (K, D): frame T-1 needs k+1
             t = torch.arange(T, dtype=torch.float32)
             k = (t // L).long()
             u = (t - k * L) / L                                               # (T,) in [0, 1)

@@ -45,10 +45,18 @@ def _port():
         return s.getsockname()[1]
 
 
-def _torchrun(*args, timeout=300):
+def _torchrun(*args, timeout=300, env=None):
+    import os
+
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_port()), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+# torchrun's own parser would take `--n` as an abbreviation of its options, so the CLI's
+# arguments travel in an environment variable.
+CLI_WRAPPER = "import json, os, sys; sys.path.insert(0, os.getcwd()); import cli; sys.exit(cli.main(json.loads(os.environ['CLI_ARGS'])))"
 
 
 def test_ddp_step_matches_single_process(tmp_path):
@@ -83,7 +91,9 @@ def test_sharded_generation_equals_unsharded(tmp_path, tiny_pipeline):
     r = subprocess.run([*FORENSICS, "corpus", "merge", tmp_path / "manual"], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
     assert r.returncode == 0 and json.loads(r.stdout)["merged_shards"] == 2, r.stderr
-    tr = _torchrun(ROOT / "cli.py", *common, "--out", tmp_path / "torchrun")
+    wrapper = tmp_path / "cli_wrapper.py"
+    wrapper.write_text(CLI_WRAPPER)
+    tr = _torchrun(wrapper, env={"CLI_ARGS": json.dumps([*map(str, common), "--out", str(tmp_path / "torchrun")])})
     assert tr.returncode == 0, tr.stderr[-2000:]
     want = _items(tmp_path / "one")
     assert len(want) == 10

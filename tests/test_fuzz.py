@@ -65,7 +65,10 @@ def test_detect_on_mutated_files_exit_0_or_2(tmp_path, seeds):
     assert r.returncode in (0, 2), r.stderr
     assert "Traceback" not in r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
+    summary = rows.pop()["summary"]
     assert len(rows) == 10 and all("verdict" in x or "error" in x for x in rows)
+    assert summary["files"] == 10 and summary["failed"] == sum("error" in x for x in rows)
+    assert r.returncode == (2 if summary["failed"] else 0)
 
 
 def test_no_pickle_loading_in_the_code_base():

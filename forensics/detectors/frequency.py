@@ -99,12 +99,15 @@ AUGMENT = {"p_resize": 0.25, "scale": [0.5, 2.0], "p_blur": 0.1, "blur_sigma": [
            "p_jpeg": 0.3, "jpeg_quality": [60, 100], "hflip": False}
 
 
-def _augmented_patches(corpus, rows: list[dict], rng: np.random.Generator, aug: dict) -> np.ndarray:
+def _augmented_patches(corpus, rows: list[dict], rng: np.random.Generator, aug: dict,
+                       copies: int = 1) -> np.ndarray:
+    """`copies` independently augmented 32x32 patches per row, row-major: (len(rows) * copies, 32, 32, 3)."""
     from .artifact import augment
 
     out = []
     for r, frames in corpus.iter_frames(rows):
-        out.append(augment(frames[int(rng.integers(0, len(frames)))], rng, aug))
+        for _ in range(copies):
+            out.append(augment(frames[int(rng.integers(0, len(frames)))], rng, aug))
     return np.stack(out)
 
 
@@ -154,7 +157,8 @@ class FrequencyDetector(Detector):
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, corpus, *, seed: int = 0, C: float = 0.05, fpr: float = 0.05,
-            max_per_class: int = 20000, augmentation: dict | None = None, progress=None) -> "FrequencyDetector":
+            max_per_class: int = 20000, augmentation: dict | None = None, copies: int = 2,
+            progress=None) -> "FrequencyDetector":
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
@@ -172,9 +176,9 @@ class FrequencyDetector(Detector):
             idx = rng.permutation(len(rs))[:max_per_class]
             rows += [rs[i] for i in idx]
         aug = {**AUGMENT, **(augmentation or {})}
-        X = features(_augmented_patches(corpus, rows, rng, aug))
-        y = np.array([r["label"] == "synthetic" for r in rows], np.int64)
-        arch = np.array([r.get("architecture") or r["family"] if r["label"] == "synthetic" else "real" for r in rows])
+        X = features(_augmented_patches(corpus, rows, rng, aug, copies))
+        y = np.repeat(np.array([r["label"] == "synthetic" for r in rows], np.int64), copies)
+        arch = np.repeat(np.array([cal.arch_of(r) for r in rows]), copies)
         scaler = StandardScaler().fit(X)
         Xs = scaler.transform(X)
         clf = LogisticRegression(C=C, max_iter=3000).fit(Xs, y)
@@ -187,7 +191,7 @@ class FrequencyDetector(Detector):
             arrays["att_intercept"] = att.intercept_.astype(np.float32)
             classes = [str(c) for c in att.classes_]
         self.a = arrays
-        self.config = {"patch": P, "classes": classes, "C": C, "seed": seed, "augmentation": aug,
+        self.config = {"patch": P, "classes": classes, "C": C, "seed": seed, "augmentation": aug, "copies": copies,
                        "calibration": [1.0, 0.0]}
         self.spectra = spectra_by_architecture(corpus, train, seed=seed)
         # Calibrate (Platt) and set the threshold on the validation split, one item = one frame.

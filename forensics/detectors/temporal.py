@@ -59,6 +59,15 @@ def working(frame: np.ndarray, size: int = WORK) -> np.ndarray:
     """RGB uint8 (H, W, 3) → float32 in [0, 1], area-downscaled so the short side is `size`."""
     h, w = frame.shape[:2]
     s = min(h, w)
+    if s >= 2 * size:
+        # Crop to a multiple of an integer factor k (a few border pixels) so the area filter
+        # takes OpenCV's fast integer-scale path: ~10x faster on 720p than a fractional scale.
+        k = s // size
+        hh, ww = (h // k) * k, (w // k) * k
+        y0, x0 = (h - hh) // 2, (w - ww) // 2
+        frame = cv2.resize(frame[y0:y0 + hh, x0:x0 + ww], (ww // k, hh // k), interpolation=cv2.INTER_AREA)
+        h, w = frame.shape[:2]
+        s = min(h, w)
     if s > size:
         k = size / s
         frame = cv2.resize(frame, (max(size, round(w * k)), max(size, round(h * k))), interpolation=cv2.INTER_AREA)

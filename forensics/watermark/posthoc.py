@@ -22,7 +22,11 @@ spread spectrum, Cox et al. 1997; informed embedding, Miller, Cox & Bloom 2004):
    so that each chip reaches a margin τ where the host fights it and only a floor b where the
    host already agrees; τ is set by the energy budget (informed embedding with a margin).
    The pattern is multiplied by a texture mask (less in flat regions), scaled to 2.0 grey
-   levels RMS × strength, and added equally to R, G and B: PSNR ≈ 42 dB at strength 1.
+   levels RMS × strength (× 1.2 for video), and added equally to R, G and B: PSNR ≈ 42 dB
+   (video ≈ 40.5 dB) at strength 1. Below 128 px per side (one to three periods) the host
+   dwarfs any additive mark at that PSNR, so the payload is written by phase quantisation
+   (QIM) of the host's own coefficients instead, read by a QIM decoder (clean and noise-robust,
+   not JPEG-robust).
 5. Folding. The luminance is high-passed (σ = P/10) and divided by its local RMS, then
    summed modulo a lattice into a 32×32 tile whose DFT at the mark's frequencies gives F_k.
    Lattices tried: the native period unshifted ("aligned"); every period of the set with a
@@ -77,10 +81,12 @@ N_PILOT = 64  # pilot frequencies; the other ones carry payload chips
 PAYLOAD_BITS = 32
 CRC_BITS = 32
 GENERATORS = (0o171, 0o133)  # convolutional code, K = 7, rate 1/2 (NASA / CCSDS)
-PERIODS = tuple(32.0 * 2 ** (j / 2) for j in range(5))  # 32, 45.3, 64, 90.5, 128 px
+PERIODS = tuple(32.0 * 2 ** (j / 2) for j in range(5))  # 32, 45.3, 64, 90.5, 128 px (detection)
+MAX_PERIOD = 64.0  # embedding: 64 px from 256 px up (0.09–0.23 cycles/px)
 MIN_SIDE = 32
 DEFAULT_THRESHOLD = 1e-6
 DEFAULT_RMS = 2.0  # luminance RMS of the mark at strength 1 (PSNR ≈ 42 dB)
+VIDEO_GAIN = 1.2  # video frames get 1.2× (PSNR ≈ 40.5 dB): H.264 at CRF 28 removes more
 MARGIN_FLOOR = 0.5  # smallest payload-chip amplitude, relative to plain embedding
 SMALL_SIDE = 128  # below this (one to three periods) crops and rescaling are out of reach, so
 SMALL_PILOT = 0.35  # energy goes from the pilot to the payload
@@ -226,12 +232,13 @@ def _trellis(gens: tuple[int, ...]):
 
 
 def conv_encode(bits: np.ndarray) -> np.ndarray:
-    out, nxt = _trellis(GENERATORS)
-    state, coded = 0, []
-    for b in list(np.asarray(bits).astype(int)) + [0] * (_K - 1):
-        coded += list(out[state, b])
-        state = nxt[state, b]
-    return np.array(coded, np.int8)
+    """Coded bits, interleaved per step (one per generator): c_t = Σ_i g_i x_{t−i} mod 2."""
+    x = np.concatenate([np.asarray(bits, np.int64), np.zeros(_K - 1, np.int64)])
+    out = np.empty((len(x), len(GENERATORS)), np.int8)
+    for j, g in enumerate(GENERATORS):
+        taps = np.array([(g >> (_K - 1 - i)) & 1 for i in range(_K)], np.int64)  # tap i: delay i
+        out[:, j] = np.convolve(x, taps)[: len(x)] % 2
+    return out.ravel()
 
 
 def viterbi_decode(soft: np.ndarray) -> np.ndarray:
@@ -241,18 +248,19 @@ def viterbi_decode(soft: np.ndarray) -> np.ndarray:
     r = len(GENERATORS)
     steps = len(soft) // r
     sign = 1.0 - 2.0 * out  # (S, 2, r)
-    metric = np.full(_NSTATE, -np.inf)
-    metric[0] = 0.0
-    back = np.zeros((steps, _NSTATE), np.int64)  # the chosen predecessor of every state
+    bm = np.einsum("sbr,tr->tsb", sign, np.asarray(soft, np.float64)[: steps * r].reshape(steps, r))
     # state ns is entered with input b = top bit of ns from ((ns mod 2^(K-2)) << 1) | {0, 1}
     ns = np.arange(_NSTATE)
     b_of = ns >> (_K - 2)
     p0 = (ns & ((1 << (_K - 2)) - 1)) << 1
     p1 = p0 | 1
+    bm0, bm1 = bm[:, p0, b_of], bm[:, p1, b_of]  # (T, S) branch metrics into every state
+    metric = np.full(_NSTATE, -np.inf)
+    metric[0] = 0.0
+    back = np.zeros((steps, _NSTATE), np.int64)  # the chosen predecessor of every state
     for t in range(steps):
-        bm = sign @ soft[r * t:r * t + r]  # (S, 2) branch metrics
-        c0 = metric[p0] + bm[p0, b_of]
-        c1 = metric[p1] + bm[p1, b_of]
+        c0 = metric[p0] + bm0[t]
+        c1 = metric[p1] + bm1[t]
         choose1 = c1 > c0
         metric = np.where(choose1, c1, c0)
         back[t] = np.where(choose1, p1, p0)
@@ -334,8 +342,9 @@ def coefficients(layout: Layout, payload: bytes) -> np.ndarray:
 
 
 def tile_period(h: int, w: int) -> float:
-    """The mark's period for an image of this size: the largest of PERIODS ≤ min(H, W)/4."""
-    fit = [p for p in PERIODS if p <= min(h, w) / 4.0]
+    """The mark's period for an image of this size: the largest of PERIODS ≤ min(H, W)/4, at
+    most MAX_PERIOD (longer periods put the band where photos have the most energy)."""
+    fit = [p for p in PERIODS if p <= min(min(h, w) / 4.0, MAX_PERIOD)]
     return fit[-1] if fit else PERIODS[0]
 
 
@@ -400,7 +409,8 @@ def embed_frames(frames: np.ndarray, key: WatermarkKey, payload: bytes, strength
     c = coefficients(lay, payload)
     coded = conv_encode(_message(payload, lay.crc_mask))
     unit = render(c, lay.k, period, h, w)
-    scale = DEFAULT_RMS * strength / float(np.sqrt(np.mean(unit * unit)))
+    gain = VIDEO_GAIN if len(frames) > 1 else 1.0  # H.264 is a harsher channel than PNG/JPEG
+    scale = DEFAULT_RMS * strength * gain / float(np.sqrt(np.mean(unit * unit)))
     out = np.empty_like(frames)
     for i, f in enumerate(frames):
         y = luma(f)
@@ -530,22 +540,28 @@ def prefilter(y: np.ndarray, period: float) -> np.ndarray:
 
 class _Fold:
     """Sums frames modulo the lattice of a fold map A (frequencies f = A k, tile position
-    u = Aᵀ p) into G×G bins."""
+    u = Aᵀ p) into G×G bins (a scatter-add of every pixel into its bin)."""
 
     def __init__(self, a: np.ndarray, h: int, w: int):
-        ys, xs = np.mgrid[0:h, 0:w]
-        px, py = xs.ravel() + 0.5, ys.ravel() + 0.5
-        ux = a[0, 0] * px + a[1, 0] * py
-        uy = a[0, 1] * px + a[1, 1] * py
-        jx = np.floor((ux - np.floor(ux)) * G).astype(np.int64) % G
-        jy = np.floor((uy - np.floor(uy)) * G).astype(np.int64) % G
-        self.index = jy * G + jx
+        if a[0, 1] == 0 and a[1, 0] == 0:  # axis-aligned: bins per column and per row
+            ux, uy = (np.arange(w) + 0.5) * a[0, 0], (np.arange(h) + 0.5) * a[1, 1]
+            jx = (((ux - np.floor(ux)) * G).astype(np.int32) % G)[None, :]
+            jy = (((uy - np.floor(uy)) * G).astype(np.int32) % G)[:, None]
+        else:
+            px, py = (np.arange(w) + 0.5).astype(np.float32), (np.arange(h) + 0.5).astype(np.float32)[:, None]
+            ux = np.float32(a[0, 0]) * px + np.float32(a[1, 0]) * py  # (H, W)
+            uy = np.float32(a[0, 1]) * px + np.float32(a[1, 1]) * py
+            ux -= np.floor(ux)
+            uy -= np.floor(uy)
+            jx = (ux * G).astype(np.int32) % G
+            jy = (uy * G).astype(np.int32) % G
+        self.index = (jy * G + jx).ravel()
         self.counts = np.bincount(self.index, minlength=G * G).astype(np.float64)
         self.sums = np.zeros(G * G)
         self.frames = 0
 
     def add(self, yf: np.ndarray) -> None:
-        self.sums += np.bincount(self.index, weights=yf.ravel().astype(np.float64), minlength=G * G)
+        self.sums += np.bincount(self.index, weights=yf.ravel(), minlength=G * G)
         self.frames += 1
 
     def spectrum(self, k: np.ndarray) -> np.ndarray:
@@ -566,18 +582,18 @@ def _downsample(y: np.ndarray, f: int) -> np.ndarray:
 
 def lattice_spectrum(lumas: list[np.ndarray], a: np.ndarray, k: np.ndarray,
                      cache: dict | None = None) -> np.ndarray:
-    """F_k of the prefiltered frames folded modulo the lattice of A. Long periods are folded
-    from a 2× or 4× area-downsampled luminance (the bins average that much anyway): pixel
-    centres scale exactly (p = f·p′), so the map becomes f·A."""
+    """F_k of the prefiltered frames folded modulo the lattice of A. Periods of 64 px and more
+    are folded from an f× area-downsampled luminance, f = ⌊P/32⌋ (the bins average that much
+    anyway): pixel centres scale exactly (p = f·p′), so the map becomes f·A."""
     period = 1.0 / math.sqrt(abs(np.linalg.det(a)))
-    f = 1 if period < 80 else 2 if period < 160 else 4
+    f = max(1, int(period // G))  # ≥ 32 px per period after downsampling: one pixel per bin or more
     cache = {} if cache is None else cache
-    if f not in cache:
-        cache[f] = [_downsample(y, f) for y in lumas]
+    if f not in cache:  # prefiltered once per level: σ = 3.2 px at the level (P/10 for 32-px tiles)
+        cache[f] = [prefilter(_downsample(y, f), float(G)).astype(np.float64) for y in lumas]
     src = cache[f]
     fold = _Fold(a * f, *src[0].shape)
     for y in src:
-        fold.add(prefilter(y, period / f))
+        fold.add(y)
     return fold.spectrum(k)
 
 
@@ -639,24 +655,25 @@ def _map(period: float, angle: float) -> np.ndarray:
 
 def estimate_lattices(lumas: list[np.ndarray], n: int = N_ESTIMATED) -> list[dict]:
     """Up to n fold maps A of a periodic mark found without the key: a grid search of the comb
-    score over period (0.7 % steps, 16 px to half the window) and rotation (±6°, 0.5° steps),
-    then a finer search (0.05 %, 0.05°) around each distinct maximum."""
+    score over period (1 % steps, 16 px to half the window) and rotation (±6°, 0.5° steps) on
+    half the frequencies, then a finer search (0.05 %, 0.05°, all of them) around each distinct
+    maximum."""
     h, w = lumas[0].shape
     if min(h, w) < 64:
         return []
     q, s = comb_spectrum(lumas)
     k = band_frequencies()
     p_hi = s / 2.0
-    periods = np.geomspace(16.0, p_hi, max(2, int(math.log(p_hi / 16.0) / math.log(1.007)) + 1))
+    periods = np.geomspace(16.0, p_hi, max(2, int(math.log(p_hi / 16.0) / math.log(1.01)) + 1))
     angles = np.deg2rad(np.arange(-ROT_RANGE_DEG, ROT_RANGE_DEG + 1e-9, 0.5))
-    score = _comb_score(q, periods, angles, k)  # (P, R)
+    score = _comb_score(q, periods, angles, k[::2])  # (P, R); coarse: every other frequency
     out: list[dict] = []
     for idx in np.argsort(score, axis=None)[::-1][:400]:
         pi, ri = np.unravel_index(idx, score.shape)
         if any(abs(math.log(periods[pi] / o["period"])) < 0.03 and abs(angles[ri] - o["angle"]) < 0.03
                for o in out):
             continue
-        fp = periods[pi] * np.exp(np.linspace(-0.005, 0.005, 21))
+        fp = periods[pi] * np.exp(np.linspace(-0.007, 0.007, 29))
         fa = angles[ri] + np.deg2rad(np.linspace(-0.3, 0.3, 13))
         fine = _comb_score(q, fp, fa, k, interpolate=True)
         bi, bj = np.unravel_index(int(np.argmax(fine)), fine.shape)
@@ -670,7 +687,9 @@ def estimate_lattices(lumas: list[np.ndarray], n: int = N_ESTIMATED) -> list[dic
 # ---------------------------------------------------------------------------------------------
 # Detection
 
-N_ATTEMPTS = 1 + len(QIM_LEVELS) + len(PERIODS) + N_ESTIMATED + N_PER_FRAME  # a fixed budget
+N_SHIFTS = 4  # decoding attempts per lattice: the highest pilot peaks
+SEARCH_SIDE = 1024  # beyond the aligned attempt, large frames are searched in a central window
+N_ATTEMPTS = 1 + len(QIM_LEVELS) + N_SHIFTS * (len(PERIODS) + N_ESTIMATED) + N_PER_FRAME  # fixed budget
 
 
 def _log_i0(x: np.ndarray) -> np.ndarray:
@@ -742,39 +761,53 @@ def detect_lumas(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = 
     m = len(lay.pilot)
     p0 = tile_period(h, w)
 
-    # 1. Lattices: native, the other periods of the set, then the key-free estimates.
-    lattices = [("native", np.eye(2) / p0)]
-    lattices += [(f"period {q:.1f}", np.eye(2) / q) for q in PERIODS if q != p0 and 2 * q <= max(h, w)]
-    estimated = [("estimated", c["A"]) for c in estimate_lattices(lumas)]
-    lattices = (lattices + estimated)[:len(PERIODS) + N_ESTIMATED]
-
-    # 2. Fold, pilot surface S(d), one decoding attempt per lattice (+ the aligned one).
-    attempts = []  # (name, A, F, S, d, pilot p-value, QIM levels or 0)
+    # 1. Lattices, in order: native, the other periods of the set, the key-free estimates.
+    #    The search stops as soon as a CRC-valid payload already clears the threshold (stopping
+    #    early can only leave the minimum over attempts higher: the p-value stays valid).
+    fixed = [("native", np.eye(2) / p0)]
+    fixed += [(f"period {q:.1f}", np.eye(2) / q) for q in PERIODS if q != p0 and 2 * q <= max(h, w)]
+    best: dict = {"q": 2.0, "name": "none", "A": fixed[0][1], "p_pilot": 1.0, "stat": 0.0,
+                  "valid": False, "payload": None, "accuracy": None, "soft": None}
     cache: dict = {}
-    for li, (name, a) in enumerate(lattices):
+    done = lambda: best["valid"] and 2.0 * N_ATTEMPTS * best["q"] <= threshold  # noqa: E731
+
+    def attempt(name: str, a: np.ndarray, f: np.ndarray, surf: np.ndarray, d: tuple[int, int],
+                p_pilot: float, qim: int = 0) -> None:
+        # 2. Decode at this sync; q = p_pilot·2⁻³² when the CRC checks, else p_pilot.
+        res = _finish(_soft_at(f, surf, d, lay, qim), lay)
+        q = p_pilot * (2.0 ** -CRC_BITS if res["valid"] else 1.0)
+        if q < best["q"]:
+            best.update({"q": q, "name": name, "A": a, "p_pilot": p_pilot, "stat": float(surf[d]), **res})
+
+    estimated: list = []
+    for li in range(len(PERIODS) + N_ESTIMATED):
+        if li == len(fixed):
+            estimated = [("estimated", c["A"]) for c in estimate_lattices(lumas)]
+        lattices = (fixed + estimated)[:len(PERIODS) + N_ESTIMATED]
+        if li >= len(lattices) or done():
+            break
+        name, a = lattices[li]
+        if li == 1 and max(h, w) > SEARCH_SIDE:  # the searches look at a central window
+            y0, x0 = max(0, (h - SEARCH_SIDE) // 2), max(0, (w - SEARCH_SIDE) // 2)
+            lumas, cache = [y[y0:y0 + SEARCH_SIDE, x0:x0 + SEARCH_SIDE] for y in lumas], {}
         f = lattice_spectrum(lumas, a, k, cache)
         surf = _pilot_surface(f, lay)
         if li == 0:
             p_aligned = chernoff_tail(float(surf[0, 0]), m)
-            attempts.append(("aligned", a, f, surf, (0, 0), p_aligned, 0))
-            attempts += [(f"aligned QIM {lv}", a, f, surf, (0, 0), p_aligned, lv) for lv in QIM_LEVELS]
-        dy, dx = np.unravel_index(int(np.argmax(surf)), surf.shape)
-        if li > 0 or (dy, dx) != (0, 0):
-            attempts.append((name if li else "shifted", a, f, surf, (int(dy), int(dx)),
-                             min(1.0, G * G * chernoff_tail(float(surf[dy, dx]), m)), 0))
-    best = None
-    for name, a, f, surf, d, p_pilot, qim in attempts:
-        res = _finish(_soft_at(f, surf, d, lay, qim), lay)
-        q = p_pilot * (2.0 ** -CRC_BITS if res["valid"] else 1.0)
-        if best is None or q < best["q"]:
-            best = {"q": q, "name": name, "A": a, "p_pilot": p_pilot, "stat": float(surf[d]), **res}
+            attempt("aligned", a, f, surf, (0, 0), p_aligned)
+            for lv in QIM_LEVELS:
+                attempt(f"aligned QIM {lv}", a, f, surf, (0, 0), p_aligned, lv)
+        for d in _peaks(surf, N_SHIFTS):
+            if li > 0 or d != (0, 0):
+                attempt(name if li else "shifted", a, f, surf, d,
+                        min(1.0, G * G * chernoff_tail(float(surf[d]), m)))
 
     # 3. Video whose joint fold did not decode: per-frame synchronisation.
-    if len(lumas) > 1 and not (best["valid"] and best["p_pilot"] < 1e-3):
-        for name, a in ([lattices[0]] + estimated[:1])[:N_PER_FRAME]:
+    if len(lumas) > 1 and not done() and not (best["valid"] and best["p_pilot"] < 1e-3):
+        for name, a in (fixed[:1] + estimated[:1])[:N_PER_FRAME]:
             res = _per_frame(lumas, a, lay)
             if res is not None and res["valid"] and 2.0 ** -CRC_BITS < best["q"]:
-                best = {"q": 2.0 ** -CRC_BITS, "name": f"per-frame {name}", "A": a, "p_pilot": 1.0, **res}
+                best.update({"q": 2.0 ** -CRC_BITS, "name": f"per-frame {name}", "A": a, "p_pilot": 1.0, **res})
 
     # 4. The file's p-value over the fixed budget of attempts.
     p = min(1.0, 2.0 * N_ATTEMPTS * best["q"])
@@ -790,6 +823,16 @@ def detect_lumas(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = 
         period=1.0 / math.sqrt(abs(np.linalg.det(a))),
         rotation_deg=math.degrees(math.atan2(a[1, 0] - a[0, 1], a[0, 0] + a[1, 1])),
         statistic=best["stat"], pilot_p=float(best["p_pilot"]), soft=best["soft"])
+
+
+def _peaks(surf: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """The n highest local maxima of a cyclic surface (3×3 neighbourhood)."""
+    from scipy.ndimage import maximum_filter
+
+    is_max = surf >= maximum_filter(surf, size=3, mode="wrap")
+    idx = np.flatnonzero(is_max)
+    top = idx[np.argsort(surf.ravel()[idx])[::-1][:n]]
+    return [(int(i // G), int(i % G)) for i in top]
 
 
 def _pilot_surface(f: np.ndarray, lay: Layout) -> np.ndarray:

@@ -1,0 +1,211 @@
+"""Post-hoc watermark: round trips, robustness, the false-positive test, video, keys and CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import stat
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import cli
+from forensics import attacks, media, realdata
+from forensics.watermark import posthoc as ph
+
+PAYLOAD = bytes.fromhex("c0ffee42")
+KEY = ph.WatermarkKey(bytes(range(32)))
+OTHER = ph.WatermarkKey(bytes(range(1, 33)))
+
+
+def _photo(name: str) -> np.ndarray:
+    return next(s for s in realdata.bundled_sources() if s.name == name).load()
+
+
+@pytest.fixture(scope="module")
+def marked256():
+    im = np.ascontiguousarray(_photo("skimage:chelsea")[20:276, 100:356])
+    return im, ph.embed(im, KEY, PAYLOAD)
+
+
+# --- error correction and the null distribution ------------------------------------------------
+
+
+def test_code_corrects_errors():
+    rng = np.random.default_rng(0)
+    msg = ph._message(PAYLOAD, 0x12345678)
+    coded = ph.conv_encode(msg)
+    assert len(coded) == ph.n_coded()
+    soft = (1.0 - 2.0 * coded) + rng.normal(0, 0.6, len(coded))
+    flip = rng.choice(len(coded), 8, replace=False)
+    soft[flip] = -soft[flip]
+    assert np.array_equal(ph.viterbi_decode(soft), msg)
+
+
+def test_chernoff_bound_covers_the_null():
+    rng = np.random.default_rng(1)
+    m = 64
+    sums = np.cos(rng.uniform(0, 2 * np.pi, (20000, m))).sum(1)
+    for t in (8.0, 14.0, 20.0):
+        assert np.mean(sums >= t) <= ph.chernoff_tail(t, m) + 3e-3
+    assert ph.chernoff_tail(40.0, m) < 1e-12
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [32, 64, 256])
+def test_round_trip_through_png(size, tmp_path):
+    photo = _photo("skimage:coffee")
+    im = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA) if size < 256 else \
+        np.ascontiguousarray(photo[100:100 + size, 150:150 + size])
+    wm = ph.embed(im, KEY, PAYLOAD)
+    assert ph.psnr(im, wm) >= 40.0
+    media.write_png(tmp_path / "m.png", wm)
+    d = ph.detect(media.read_image(tmp_path / "m.png"), KEY)
+    assert d.detected and d.payload == PAYLOAD.hex() and d.p_value <= 1e-6
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_grayscale_and_rgba_inputs(mode, tmp_path):
+    rgb = np.ascontiguousarray(_photo("skimage:chelsea")[50:178, 150:278])
+    img = Image.fromarray(rgb).convert(mode)
+    if mode == "RGBA":
+        a = np.full(rgb.shape[:2], 255, np.uint8)
+        a[:20, :20] = 0  # a transparent corner
+        img.putalpha(Image.fromarray(a))
+    src = tmp_path / f"in_{mode}.png"
+    img.save(src)
+    out = tmp_path / "out.png"
+    r = ph.embed_file(src, out, KEY, PAYLOAD)
+    assert r["psnr_db"] >= 40.0
+    d = ph.detect_file(out, KEY)
+    assert d["detected"] and d["payload"] == PAYLOAD.hex()
+
+
+def test_psnr_at_default_strength_and_strength_option():
+    im = np.ascontiguousarray(_photo("sklearn:flower.jpg")[100:356, 200:456])
+    assert ph.psnr(im, ph.embed(im, KEY, PAYLOAD)) >= 40.0
+    assert ph.psnr(im, ph.embed(im, KEY, PAYLOAD, strength=2.0)) < 38.0
+
+
+@pytest.mark.parametrize("spec", ["jpeg:75", "resize:0.5", "crop:0.9", "blur:1"])
+def test_survives_attacks_at_256(marked256, spec):
+    _, wm = marked256
+    d = ph.detect(attacks.parse(spec)(wm, np.random.default_rng(3)), KEY)
+    assert d.detected and d.payload == PAYLOAD.hex(), (spec, d)
+
+
+def test_wrong_key_and_unmarked_are_rejected(marked256):
+    im, wm = marked256
+    for d in (ph.detect(wm, OTHER), ph.detect(im, KEY)):
+        assert not d.detected and d.payload is None and d.p_value > ph.DEFAULT_THRESHOLD
+
+
+def test_marked_with_another_key_is_not_read_as_ours():
+    im = np.ascontiguousarray(_photo("skimage:coffee")[0:128, 0:128])
+    d = ph.detect(ph.embed(im, OTHER, PAYLOAD), KEY)
+    assert not d.detected and d.payload is None
+
+
+# --- video ---------------------------------------------------------------------------------------
+
+
+def test_mp4_survives_h264_crf28_and_frame_drop(tmp_path):
+    rng = np.random.default_rng(0)
+    base = _photo("skimage:chelsea")[60:188, 160:288].astype(np.float32)
+    clip = np.stack([np.clip(np.round(base + rng.normal(0, 1.5, base.shape)), 0, 255).astype(np.uint8)
+                     for _ in range(10)])
+    src = media.write_mp4(tmp_path / "clip.mp4", clip, fps=8.0)
+    marked = tmp_path / "marked.mp4"
+    r = ph.embed_file(src, marked, KEY, PAYLOAD)
+    assert r["frames"] == 10 and r["psnr_db"] >= 40.0
+    frames, _ = media.read_video(marked)
+    dropped = attacks.frame_drop(frames, 0.2, rng=np.random.default_rng(1))
+    attacked = media.write_mp4(tmp_path / "attacked.mp4", dropped, fps=8.0, crf=28)
+    d = ph.detect_file(attacked, KEY)
+    assert d["detected"] and d["payload"] == PAYLOAD.hex() and d["frames_used"] == 8
+    assert not ph.detect_file(src, KEY)["detected"]
+
+
+# --- keys and CLI --------------------------------------------------------------------------------
+
+
+def test_key_file_made_on_first_use_with_mode_0600(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    path = ph.default_key_path()
+    assert path == tmp_path / "cfg" / "forensics" / "watermark.key"
+    with pytest.raises(ph.UsageError):
+        ph.load_key()
+    k1 = ph.load_key(create=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ph.load_key().secret == k1.secret and len(k1.secret) == 32
+    assert json.loads(path.read_text())["key"] == k1.secret.hex()
+
+
+def test_payload_parsing():
+    assert ph.parse_payload("0x2a") == bytes.fromhex("0000002a")
+    assert ph.parse_payload("C0FFEE42") == PAYLOAD
+    for bad in ("", "xyz", "123456789"):
+        with pytest.raises(ph.UsageError):
+            ph.parse_payload(bad)
+
+
+def test_cli_embed_detect_round_trip(tmp_path, capsys):
+    src = tmp_path / "in.png"
+    media.write_png(src, np.ascontiguousarray(_photo("skimage:coffee")[100:292, 100:292]))
+    key = tmp_path / "wm.key"
+    out = tmp_path / "out.png"
+    assert cli.main(["watermark", "embed", str(src), str(out), "--payload", "c0ffee42", "--key", str(key)]) == 0
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    capsys.readouterr()
+    assert cli.main(["watermark", "detect", str(out), str(src), "--json", "--key", str(key)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["detected"] for r in lines] == [True, False]
+    r = lines[0]
+    assert {"path", "method", "detected", "payload", "p_value", "bit_accuracy", "frames_used"} <= set(r)
+    assert r["method"] == "posthoc" and r["payload"] == "c0ffee42" and r["p_value"] <= 1e-6
+    assert r["frames_used"] == 1 and r["bit_accuracy"] > 0.9
+    assert lines[1]["payload"] is None and lines[1]["p_value"] > 1e-6
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    key = tmp_path / "k.key"
+    ph.save_key(KEY, key)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    tiny = tmp_path / "tiny.png"
+    media.write_png(tiny, np.zeros((16, 16, 3), np.uint8))
+    ok = tmp_path / "ok.png"
+    media.write_png(ok, np.zeros((64, 64, 3), np.uint8))
+    cases = [
+        ["watermark", "detect", str(tmp_path / "missing.png"), "--key", str(key)],
+        ["watermark", "detect", str(junk), "--key", str(key)],
+        ["watermark", "detect", str(tiny), "--key", str(key)],
+        ["watermark", "detect", str(ok), "--key", str(tmp_path / "no.key")],
+        ["watermark", "embed", str(ok), str(tmp_path / "o.png"), "--payload", "nothex", "--key", str(key)],
+        ["watermark", "embed", str(ok), str(tmp_path / "o.gif"), "--key", str(key)],
+        ["watermark", "embed", str(tiny), str(tmp_path / "o.png"), "--key", str(key)],
+    ]
+    for argv in cases:
+        capsys.readouterr()
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_p_value_is_honest_on_many_unmarked_patches():
+    """120 unmarked real patches: no detection, and p-values not concentrated near 0."""
+    rng = np.random.default_rng(5)
+    ps = []
+    for src in realdata.bundled_sources()[:8]:
+        photo = src.load()
+        for _ in range(15):
+            h, w = photo.shape[:2]
+            y, x = rng.integers(0, h - 48), rng.integers(0, w - 48)
+            d = ph.detect_lumas([ph.luma(photo[y:y + 48, x:x + 48])], KEY)
+            assert not d.detected
+            ps.append(d.p_value)
+    assert np.mean(np.array(ps) < 0.01) < 0.05 and math.isfinite(sum(ps))
