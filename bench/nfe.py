@@ -203,7 +203,7 @@ def main() -> None:
            "torch_threads": torch.get_num_threads(), "seconds": round(time.time() - t_start, 1)}
     if a.plot:
         out["plot"] = str(plot(rows, floor, Path(a.plot)))
-    print(json.dumps(out, indent=1))
+    print(json.dumps(out))
 
 
 def plot(rows: list[dict], floor: dict, path: Path) -> Path:

@@ -142,6 +142,7 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
     dev = base.resolve_device(device)
     out = Path(out) if out else base.CHECKPOINT_ROOT / model_name
     state_dir = out / "train_state"
+    torch.manual_seed(seed)  # the initial weights are part of what --seed reproduces
     model = base.create(model_name, preset)
     if model.modality == "video":  # real clips (virtual camera over the photos, or a video folder)
         train_x, test_x, desc = real_training_clips(data, model.config.image_size, model.config.frames,

@@ -2,58 +2,63 @@
 payload, error correction, key-free re-synchronisation and a stated false-positive rate.
 
 Method (our design, built from classic parts: periodic self-referencing marks, Kutter 1999;
-spread spectrum, Cox et al. 1997; informed embedding, Miller, Cox & Bloom 2004):
+spread spectrum, Cox et al. 1997; informed embedding, Miller, Cox & Bloom 2004; quantisation
+index modulation, Chen & Wornell 2001):
 
 1. Tile. The mark is a tile of period P px repeated over the image, made of sinusoids: each
    integer frequency k = (kx, ky) of the tile with 6 ≤ |k| ≤ 15 cycles/tile (300 in a half
-   plane) carries a complex coefficient c_k. P is the largest of 32, 45, 64, 90, 128 px that is
-   ≤ min(H, W)/4, so a 256×256 image holds 4×4 periods of 64 px and the mark lives at
-   0.09–0.23 cycles/px. The period set is closed under ×√2 and ×2: a crop keeps P, a halving
-   lands on another member.
+   plane) carries a complex coefficient c_k. P is the largest of 32, 45, 64 px that is
+   ≤ min(H, W)/4: from 256 px up, P = 64 and the mark lives at 0.09–0.23 cycles/px (longer
+   periods would put it where photos carry the most energy). The detector also tries 90 and
+   128 px; the set is closed under ×√2 and ×2, so a crop keeps P and a halving lands on it.
 2. Key. 32 random bytes seed (HMAC-SHA256 per purpose) a uniform phase φ_k per frequency, a
    split into 64 *pilot* frequencies (c_k = e^{iφ_k}: detection and synchronisation) and 236
-   *payload* frequencies (c_k = e^{iφ_k}(s₁ + i s₂)/√2: two coded chips each), an
-   interleaver, chip signs and a 32-bit CRC mask.
+   *payload* frequencies (c_k = e^{iφ_k}(s₁ + i s₂)/√2: two coded chips each), interleavers,
+   chip signs and a 32-bit CRC mask.
 3. Payload. 32 bits + CRC-32 (XOR the key's mask) → convolutional code K = 7, rate 1/2
    (171, 133 octal), zero tail → 140 coded bits over 472 chips (≈ 3.4 each), decoded by
    soft-decision Viterbi.
-4. Embedding. The detector's own view of the host (step 5, aligned lattice) is computed
-   first; every payload chip gets amplitude max(b, τ − s·h), h the host's projection on it,
-   so that each chip reaches a margin τ where the host fights it and only a floor b where the
-   host already agrees; τ is set by the energy budget (informed embedding with a margin).
-   The pattern is multiplied by a texture mask (less in flat regions), scaled to 2.0 grey
-   levels RMS × strength (× 1.2 for video), and added equally to R, G and B: PSNR ≈ 42 dB
-   (video ≈ 40.5 dB) at strength 1. Below 128 px per side (one to three periods) the host
-   dwarfs any additive mark at that PSNR, so the payload is written by phase quantisation
-   (QIM) of the host's own coefficients instead, read by a QIM decoder (clean and noise-robust,
-   not JPEG-robust).
-5. Folding. The luminance is high-passed (σ = P/10) and divided by its local RMS, then
-   summed modulo a lattice into a 32×32 tile whose DFT at the mark's frequencies gives F_k.
-   Lattices tried: the native period unshifted ("aligned"); every period of the set with a
-   cyclic-shift search (crops, halving); up to 3 lattices (any scale, rotation ≤ 6°) found
-   *without the key* from the comb of spectral peaks a periodic mark leaves in the
-   zero-padded DTFT. The shift d maximises the pilot correlation S(d) (one 32×32 FFT).
-   Video frames are folded into one accumulator; when that fails, every frame is synced on
-   its own (a re-encoder's motion compensation drags a static mark with the scene) and the
-   chips of frames whose pilot clears the null's typical maximum are combined, weighted.
+4. Embedding (informed). The detector's own view of the host (step 5, aligned lattice) is
+   computed first. Every payload chip gets a floor amplitude, and every coded bit whose soft
+   value the host pushes below a margin τ gets the deficit added on its chips (the least
+   energy that reaches τ; τ as large as the energy budget allows). The pattern is multiplied
+   by a texture mask (less in flat regions), scaled to 2.0 grey levels RMS × strength
+   (× 1.2 for video) and added equally to R, G and B: PSNR ≈ 42 dB (video ≈ 40.5 dB).
+   Below 128 px per side (one to three periods) the host dwarfs any additive mark at that
+   PSNR, so the payload is written by phase QIM instead: each payload coefficient's phase is
+   moved to the nearest angle φ_k + 2πj/M of the wanted parity (M = 8, 16 or 32: the coarsest
+   the budget affords), which costs |F_k|²·O((π/M)²) whatever the host. Clean round trips
+   and mild noise work; JPEG does not (stated limit).
+5. Folding. The luminance (downsampled ⌊P/32⌋×) is high-passed and divided by its local
+   RMS, then summed modulo a lattice into a 32×32 tile whose DFT at the mark's frequencies
+   gives F_k. In order, until a CRC-valid payload clears the threshold: the native period
+   unshifted ("aligned": additive and the three QIM readings); every period of the set with
+   a cyclic-shift search (the 4 highest pilot peaks; crops, halving); up to 3 lattices
+   (any scale 16–256 px, rotation ≤ 6°) found *without the key* from the comb of spectral
+   peaks a periodic mark leaves in the zero-padded DTFT. Frames above 1024 px are searched
+   in a central 1024² window after the aligned attempt. The shift d maximises the pilot
+   correlation S(d) (one 32×32 FFT). Video frames fold into one accumulator; when that
+   fails, every frame is synced on its own (a re-encoder's motion compensation drags a
+   static mark with the scene) and the chips of the frames whose pilot clears the null's
+   typical maximum are combined, weighted.
 6. Test. S = Σ_pilot cos(arg F_k − φ_k − 2πk·d/32). For media not marked with this key the
    φ_k are uniform and independent of the pixels, so S is a sum of 64 independent cos(U) and
-   P(S ≥ t) ≤ min_λ e^{−λt} I₀(λ)^64 (Chernoff; I₀ the modified Bessel function), times 32²
-   for a shift search. The CRC mask is an independent uniform 32-bit part of the key that the
-   decoder never sees, so a valid CRC has probability 2⁻³² under the null, independently of S.
-   Each decoding attempt X gives q_X = p_pilot·2⁻³² (CRC valid) or p_pilot, P(q_X ≤ x) ≤ 2x,
-   and the file's p-value is 2·N·min_X q_X over a fixed budget of N = 11 attempts. This holds
-   for every input, marked with another key or not, and whatever its content: the randomness
-   is the key's. `detected` iff p ≤ threshold (default 1e-6, the false-positive rate per
-   file); the payload is reported only when detected and its CRC checks.
+   P(S ≥ t) ≤ min_λ e^{−λt} I₀(λ)^64 (Chernoff; I₀ the modified Bessel function), × 32² for
+   a shift search. The CRC mask is an independent uniform 32-bit part of the key that the
+   decoder never sees, so a valid CRC has probability 2⁻³² under the null, independently of
+   S. Each decoding attempt X gives q_X = p_pilot·2⁻³² (CRC valid) or p_pilot, P(q_X ≤ x) ≤ 2x,
+   and the file's p-value is 2·N·min_X q_X over a fixed budget of N = 38 attempts (stopping
+   early only raises it). This holds for every input — marked with another key or not,
+   whatever its content — because the randomness is the key's. `detected` iff p ≤ threshold
+   (default 1e-6: the false-positive rate per file); the payload is reported only when
+   detected and its CRC checks, so a garbage payload needs a 2⁻³² CRC accident.
 
-Capacity and limits: 32 bits at every size from 32×32. Below 128 px per side the mark has a
-single 32-px period at 0.19–0.47 cycles/px: round trips, mild JPEG and noise work; halving
-and heavy blur do not. Halving needs ≥ 256 px (P ≥ 64). Heavy uniform texture (gravel,
-foliage) at small sizes can drown the mark at PSNR 42; `strength` trades PSNR for robustness.
-Motion in video is handled for translation (per-frame sync), not for zoom. A periodic mark's
-spectral comb is visible to an adversary who looks for it: the scheme aims at robustness to
-ordinary processing and at honest false-positive control, not at secrecy of its presence.
+Capacity and limits: 32 bits at every size from 32×32. 32–127 px: QIM, clean and noise-robust
+only. Halving needs ≥ 256 px (P = 64). Dense uniform texture (gravel, foliage) can drown the
+mark at PSNR 42 at 256 px; `strength` trades PSNR for robustness. Video motion is handled for
+translation (per-frame sync), not zoom. A periodic mark's spectral comb is visible to an
+adversary who looks for it: the aim is robustness to ordinary processing and honest
+false-positive control, not secrecy of the mark's presence.
 """
 
 from __future__ import annotations
