@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = wsub.add_parser("detect", parents=[common], help="test files for the watermark (p-value, payload)")
     w.add_argument("paths", nargs="+", metavar="IN")
     w.add_argument("--key", metavar="FILE", help="key file (default: the default key)")
-    w.add_argument("--method", default="posthoc", choices=["posthoc", "treering"])
+    w.add_argument("--method", default="posthoc", choices=["posthoc", "treering"],
+                   help="posthoc (default); treering needs the sampler-integrated mark (not available yet)")
     w.add_argument("--threshold", type=float, default=1e-6,
                    help="detect when the p-value is at most this (the false-positive rate; default 1e-6)")
     w.add_argument("--max-frames", type=int, default=64, help="frames sampled per video (default 64)")

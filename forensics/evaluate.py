@@ -250,9 +250,10 @@ def evaluate(corpus_dir, out_dir, *, detectors=None, fusion=None, attacks=None, 
                           fmt="{:.3f}"), out / "auc_by_architecture.png"))
 
     # 3. attribution
-    if "frequency" in dets and "att_coef" in getattr(dets["frequency"], "a", {}):
-        _log(progress, "attribution")
-        results["attribution"] = _attribution(dets["frequency"], rows, items, arch, out, files)
+    _log(progress, "attribution")
+    att = _attribution(dets, rows, items, arch, out, files)
+    if att:
+        results["attribution"] = att
 
     # spectra of the evaluated items
     from .detectors import frequency as F
@@ -294,28 +295,44 @@ def _json_default(o):
     raise TypeError(type(o))
 
 
-def _attribution(freq, rows, items, arch, out, files) -> dict:
-    img = np.array([r["modality"] == "image" for r in rows])
-    idx = np.nonzero(img)[0]
-    probs = freq.item_attribution([items[i] for i in idx])
-    classes = list(freq.config["classes"])
-    pred = np.array(classes)[probs.argmax(1)]
+def _attribution(dets, rows, items, arch, out, files) -> dict:
+    """Confusion matrices of each detector's attribution and of their combination (the normalized
+    product of the detectors' distributions over their common classes)."""
+    idx = np.nonzero(np.array([r["modality"] == "image" for r in rows]))[0]
     true = arch[idx]
-    true_classes = sorted(set(true.tolist()), key=lambda c: (c != "real", c))
-    cols = sorted(set(classes), key=lambda c: (c != "real", c))
-    C = np.zeros((len(true_classes), len(cols)), int)
-    for t, p in zip(true, pred):
-        C[true_classes.index(t), cols.index(p)] += 1
-    syn = (true != "real") & np.isin(true, classes)
-    acc = float((pred[syn] == true[syn]).mean()) if syn.any() else None
-    R = C / np.maximum(C.sum(1, keepdims=True), 1)
-    files["attribution_confusion"] = str(plots.save(
-        plots.matrix_plot(R, true_classes, cols, title=f"Attribution (frequency), accuracy on synthetic "
-                          f"{acc if acc is None else round(acc, 3)}", xlabel="predicted", ylabel="rows: true",
-                          fmt="{:.2f}"), out / "attribution_confusion.png"))
-    return {"classes": cols, "true_classes": true_classes, "confusion": C.tolist(),
-            "accuracy_synthetic": acc, "accuracy_with_real": float((pred == true).mean()),
-            "unseen_architectures": sorted(set(true.tolist()) - set(classes))}
+    dists = {}
+    for n, d in dets.items():
+        classes = list(d.config.get("classes") or [])
+        if hasattr(d, "item_attribution") and len(classes) > 2:
+            dists[n] = (classes, d.item_attribution([items[i] for i in idx]))
+    if len(dists) > 1:
+        common = sorted(set.intersection(*[set(c) for c, _ in dists.values()]))
+        if len(common) > 2:
+            logp = sum(np.log(np.clip(P[:, [c.index(k) for k in common]], 1e-12, 1)) for c, P in dists.values())
+            e = np.exp(logp - logp.max(1, keepdims=True))
+            dists["combined"] = (common, e / e.sum(1, keepdims=True))
+    res = {}
+    for n, (classes, P) in dists.items():
+        pred = np.array(classes)[P.argmax(1)]
+        true_classes = sorted(set(true.tolist()), key=lambda c: (c != "real", c))
+        cols = sorted(classes, key=lambda c: (c != "real", c))
+        C = np.zeros((len(true_classes), len(cols)), int)
+        for t, p in zip(true, pred):
+            C[true_classes.index(t), cols.index(p)] += 1
+        acc = cal.attribution_accuracy(P, classes, true)
+        R = C / np.maximum(C.sum(1, keepdims=True), 1)
+        a = acc["attribution_accuracy"]
+        files[f"attribution_confusion_{n}"] = str(plots.save(
+            plots.matrix_plot(R, true_classes, cols, title=f"Attribution ({n}): accuracy on synthetic "
+                              f"{'n/a' if a is None else round(a, 3)}", xlabel="predicted", ylabel="rows: true",
+                              fmt="{:.2f}"), out / f"attribution_confusion_{n}.png"))
+        res[n] = {"classes": cols, "true_classes": true_classes, "confusion": C.tolist(),
+                  "accuracy_synthetic": a, "accuracy_with_real": acc["attribution_accuracy_with_real"],
+                  "unseen_architectures": sorted(set(true.tolist()) - set(classes))}
+    if not res:
+        return {}
+    best = "combined" if "combined" in res else ("frequency" if "frequency" in res else next(iter(res)))
+    return {"headline": best, "accuracy_synthetic": res[best]["accuracy_synthetic"], "by_detector": res}
 
 
 def _robustness(dets, fus, rows, items, y, specs, seed, out, files, progress, clean) -> dict:
@@ -481,6 +498,7 @@ def _goals(r: dict) -> dict:
     g["attacked_auc_target"] = GOALS["attacked_auc_min"]
     if "attribution" in r:
         g["attribution_accuracy"] = {"value": r["attribution"]["accuracy_synthetic"],
+                                     "model": r["attribution"]["headline"],
                                      "target": GOALS["attribution_accuracy_min"]}
     loo = r.get("leave_one_out")
     if loo:
@@ -526,8 +544,12 @@ def write_html(r: dict, path: Path) -> Path:
         parts.append("</table>")
     if "attribution" in r:
         a = r["attribution"]
-        parts.append(f"<h2>Attribution</h2><p>accuracy on synthetic items {_f(a['accuracy_synthetic'])}, "
-                     f"with real {_f(a['accuracy_with_real'])}</p>")
+        parts.append("<h2>Attribution</h2><table><tr><th>model</th><th>accuracy on synthetic</th>"
+                     "<th>accuracy with real</th></tr>")
+        for n, v in a["by_detector"].items():
+            parts.append(f"<tr><td>{e(n)}{' (headline)' if n == a['headline'] else ''}</td>"
+                         f"<td>{_f(v['accuracy_synthetic'])}</td><td>{_f(v['accuracy_with_real'])}</td></tr>")
+        parts.append("</table>")
     rob = r.get("robustness")
     if rob:
         names = list(next(iter(rob.values())).keys())

@@ -22,7 +22,6 @@ cosine schedule) learns the distribution of the latents.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
 import torch
@@ -169,7 +168,7 @@ class LatentDiffusion(Generator):
         return self.from_latent(z).clamp(-1, 1)
 
     @torch.no_grad()
-    def invert(self, x: torch.Tensor, steps: int | None = None, *, refine: int = 0) -> torch.Tensor:
+    def invert(self, x: torch.Tensor, steps: int | None = None, *, refine: int = 2) -> torch.Tensor:
         """Images → latent x_T (encode with μ, then DDIM inversion in latent space)."""
         steps = steps or self.config.ddim_steps
         check_steps("ddim", steps, self.config.timesteps)

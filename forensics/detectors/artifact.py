@@ -8,7 +8,8 @@ compression shortcuts. Adapted to this project's 32x32 world:
 1. Backbone: timm `ResNet` (BasicBlock, one block per stage, channels 16-32-64-128, "deep" stem
    of width 8), `pretrained=False`. The stem's first convolution runs at stride 1 (its max-pool
    stays), so three convolutions see full-resolution pixels, where upsampling and decoder traces
-   live; average pool + linear → one logit per 32x32 patch.
+   live; average pool + linear → per 32x32 patch one real/synthetic logit and, as an auxiliary
+   task, attribution logits over `real` + the training architectures (loss: BCE + ½ CE).
 2. Training, per patch, identical for both classes: random resize (scale log-uniform in
    [0.5, 2], random interpolation; a result smaller than 32 is upsampled back the way inference
    upsamples small frames, a larger one is randomly cropped), Gaussian blur σ ~ U[0.2, 1.2]
@@ -52,9 +53,10 @@ AUGMENT = {"p_resize": 0.5, "scale": [0.5, 2.0], "p_blur": 0.25, "blur_sigma": [
 
 
 class PatchNet(nn.Module):
-    """timm ResNet backbone adapted to 32x32 patches + a one-logit linear head."""
+    """timm ResNet backbone adapted to 32x32 patches + a linear head: column 0 is the
+    real/synthetic logit, columns 1.. the attribution logits."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, n_classes: int = 0):
         super().__init__()
         from timm.models.resnet import BasicBlock, ResNet
 
@@ -65,15 +67,15 @@ class PatchNet(nn.Module):
         first.stride = (spec["stem_stride"],) * 2
         if not spec.get("stem_pool", True):
             self.body.maxpool = nn.Identity()
-        self.head = nn.Linear(spec["channels"][-1], 1)
+        self.head = nn.Linear(spec["channels"][-1], 1 + n_classes)
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1))
 
     def forward(self, x_u8: torch.Tensor) -> torch.Tensor:
-        """(B, 32, 32, 3) uint8 → (B,) logits."""
+        """(B, 32, 32, 3) uint8 → (B, 1 + classes) logits."""
         x = x_u8.permute(0, 3, 1, 2).float().div(255)                     # (B, 3, 32, 32)
         f = self.body.forward_features((x - self.mean) / self.std)         # (B, C, 2, 2)
-        return self.head(f.mean((2, 3))).squeeze(1)
+        return self.head(f.mean((2, 3)))                                   # (B, 1 + K)
 
 
 def patch_grid(frame: np.ndarray, max_patches: int = MAX_PATCHES) -> tuple[np.ndarray, tuple[int, int]]:
@@ -129,7 +131,7 @@ class ArtifactDetector(Detector):
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, corpus, *, seed: int = 0, steps: int = 4000, minutes: float = 7.0, batch: int = 64,
             lr: float = 2e-3, fpr: float = 0.05, backbone: dict | None = None, augmentation: dict | None = None,
-            progress: bool = False, log=None) -> "ArtifactDetector":
+            attribution_weight: float = 0.5, progress: bool = False, log=None) -> "ArtifactDetector":
         """Train on the corpus's train split; calibrate and set the threshold on its val split.
 
         Stops at `steps` or after `minutes` of wall time, whichever comes first (the learning rate
@@ -147,9 +149,10 @@ class ArtifactDetector(Detector):
             pools.setdefault(cal.arch_of(r), []).extend(list(frames))
         real = pools.pop("real")
         archs = sorted(pools)
-        self.net = net = PatchNet(spec)
+        classes = ["real", *archs]
+        self.net = net = PatchNet(spec, n_classes=len(classes))
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-        loss_fn = nn.BCEWithLogitsLoss()
+        loss_fn, ce_fn = nn.BCEWithLogitsLoss(), nn.CrossEntropyLoss()
         t0 = time.time()
         budget = minutes * 60 if minutes else float("inf")
         bar = None
@@ -168,12 +171,18 @@ class ArtifactDetector(Detector):
                 g["lr"] = lr * (min(1.0, (step + 1) / 100)) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
             half = batch // 2
             xs = [augment(real[int(rng.integers(0, len(real)))], rng, aug) for _ in range(half)]
+            ks = [0] * half
             for _ in range(batch - half):
-                pool = pools[archs[int(rng.integers(0, len(archs)))]]
+                k = int(rng.integers(0, len(archs)))
+                pool = pools[archs[k]]
                 xs.append(augment(pool[int(rng.integers(0, len(pool)))], rng, aug))
+                ks.append(k + 1)
             x = torch.from_numpy(np.stack(xs))
             y = torch.cat([torch.zeros(half), torch.ones(batch - half)])
-            loss = loss_fn(net(x), y)
+            out = net(x)
+            loss = loss_fn(out[:, 0], y)
+            if attribution_weight and len(classes) > 2:
+                loss = loss + attribution_weight * ce_fn(out[:, 1:], torch.tensor(ks))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -190,7 +199,8 @@ class ArtifactDetector(Detector):
         self.config = {"patch": P, "backbone": spec, "augmentation": aug, "seed": seed,
                        "steps": step, "batch": batch, "lr": lr, "train_seconds": round(time.time() - t0, 1),
                        "final_loss": ema, "parameters": sum(p.numel() for p in net.parameters()),
-                       "architectures": archs, "train_items": {"real": len(real), **{a: len(pools[a]) for a in archs}},
+                       "architectures": archs, "classes": classes, "attribution_weight": attribution_weight,
+                       "train_items": {"real": len(real), **{a: len(pools[a]) for a in archs}},
                        "aggregation": "frame logit = mean patch logit; clip = mean frame logit",
                        "calibration": [1.0, 0.0]}
         z = self.item_logits(cal.item_frames(corpus, val))
@@ -202,7 +212,8 @@ class ArtifactDetector(Detector):
 
     # -- scoring -----------------------------------------------------------------------------
     @torch.no_grad()
-    def patch_logits(self, patches: np.ndarray, chunk: int = 512) -> np.ndarray:
+    def patch_outputs(self, patches: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """(N, 1 + classes): column 0 the patch logit, then the attribution logits."""
         if self.net is None:
             raise CheckpointError("the artifact detector is not fitted")
         self.net.eval()
@@ -210,41 +221,59 @@ class ArtifactDetector(Detector):
                for i in range(0, len(patches), chunk)]
         return np.concatenate(out).astype(np.float64)
 
-    def frame_maps(self, frames) -> list[np.ndarray]:
-        """Per frame, the (rows, cols) map of patch logits (patches of all frames batched)."""
+    def patch_logits(self, patches: np.ndarray) -> np.ndarray:
+        return self.patch_outputs(patches)[:, 0]
+
+    def frame_outputs(self, frames) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per frame: the (rows, cols) map of patch logits and the mean attribution logits."""
         grids = [patch_grid(f) for f in frames]
-        z = self.patch_logits(np.concatenate([g[0] for g in grids]))
+        o = self.patch_outputs(np.concatenate([g[0] for g in grids]))
         out, i = [], 0
         for patches, shape in grids:
-            out.append(z[i:i + len(patches)].reshape(shape))
+            oo = o[i:i + len(patches)]
+            out.append((oo[:, 0].reshape(shape), oo[:, 1:].mean(0)))
             i += len(patches)
         return out
 
-    def item_logits(self, items) -> np.ndarray:
-        """One raw logit per item (a (T, H, W, 3) stack of frames): mean over frames of the mean
-        patch logit. Items are batched together for speed."""
+    def frame_maps(self, frames) -> list[np.ndarray]:
+        """Per frame, the (rows, cols) map of patch logits (patches of all frames batched)."""
+        return [m for m, _ in self.frame_outputs(frames)]
+
+    def _items(self, items):
+        """Per item: mean frame logit and mean attribution logits (frames of all items batched)."""
         flat, owner = [], []
         for k, frames in enumerate(items):
             for f in frames:
                 flat.append(f)
                 owner.append(k)
-        out = np.zeros(len(items))
-        if not flat:
-            return out
-        sums = np.zeros(len(items))
-        counts = np.zeros(len(items))
+        K = len(self.config.get("classes", []))
+        z, a, n = np.zeros(len(items)), np.zeros((len(items), K)), np.zeros(len(items))
         for start in range(0, len(flat), 256):
-            maps = self.frame_maps(flat[start:start + 256])
-            for m, k in zip(maps, owner[start:start + 256]):
-                sums[k] += m.mean()
-                counts[k] += 1
-        return sums / np.maximum(counts, 1)
+            for (m, att), k in zip(self.frame_outputs(flat[start:start + 256]), owner[start:start + 256]):
+                z[k] += m.mean()
+                if K:
+                    a[k] += att
+                n[k] += 1
+        n = np.maximum(n, 1)
+        return z / n, a / n[:, None]
+
+    def item_logits(self, items) -> np.ndarray:
+        """One raw logit per item (a (T, H, W, 3) stack of frames): mean over frames of the mean
+        patch logit. Items are batched together for speed."""
+        return self._items(items)[0]
+
+    def item_attribution(self, items) -> np.ndarray:
+        """(N, classes) attribution probabilities: softmax of the mean patch attribution logits."""
+        a = self._items(items)[1]
+        e = np.exp(a - a.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
 
     def calibrate(self, z):
         return cal.apply_platt(self.config.get("calibration", [1.0, 0.0]), z)
 
     def score(self, media: Media) -> Evidence:
-        maps = self.frame_maps(media.frames)
+        outs = self.frame_outputs(media.frames)
+        maps = [m for m, _ in outs]
         frame_z = np.array([m.mean() for m in maps])
         z = float(frame_z.mean())
         notes = []
@@ -252,8 +281,14 @@ class ArtifactDetector(Detector):
         if min(h, w) < P:
             notes.append(f"frame {w}x{h} is smaller than the {P}x{P} patch; upsampled, low confidence")
         per_frame = [float(p) for p in self.calibrate(frame_z)] if media.modality == "video" else None
+        attribution = None
+        classes = self.config.get("classes") or []
+        if len(classes) > 2:
+            a = np.mean([att for _, att in outs], 0)
+            e = np.exp(a - a.max())
+            attribution = {c: float(v) for c, v in zip(classes, e / e.sum())}
         return Evidence(self.name, float(self.calibrate(z)), z, per_frame=per_frame,
-                        heatmap=self.calibrate(maps[0]), notes=notes)
+                        heatmap=self.calibrate(maps[0]), attribution=attribution, notes=notes)
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, directory) -> Path:
@@ -278,7 +313,7 @@ class ArtifactDetector(Detector):
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read detector checkpoint {d}: {exc}") from None
         try:
-            net = PatchNet({**BACKBONE, **cfg.get("backbone", {})})
+            net = PatchNet({**BACKBONE, **cfg.get("backbone", {})}, n_classes=len(cfg.get("classes") or []))
             net.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"detector checkpoint {d} does not match its config: "

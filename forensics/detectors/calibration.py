@@ -94,4 +94,15 @@ def evaluate_detector(det, corpus, split: str = "test") -> dict:
         m = (arch == a) | (y == 0)
         per[a] = metrics.auc(y[m], z[m])
     out["auc_by_architecture"] = per
+    classes = det.config.get("classes") or []
+    if hasattr(det, "item_attribution") and len(classes) > 2:
+        out.update(attribution_accuracy(det.item_attribution(item_frames(corpus, rows)), classes, arch))
     return out
+
+
+def attribution_accuracy(probs: np.ndarray, classes: list[str], true: np.ndarray) -> dict:
+    """Accuracy of argmax attribution on synthetic items of known architectures, and on all items."""
+    pred = np.array(classes)[np.asarray(probs).argmax(1)]
+    known = (true != "real") & np.isin(true, classes)
+    return {"attribution_accuracy": float((pred[known] == true[known]).mean()) if known.any() else None,
+            "attribution_accuracy_with_real": float((pred == true).mean()) if len(true) else None}

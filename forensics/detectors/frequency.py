@@ -210,19 +210,8 @@ class FrequencyDetector(Detector):
         return self
 
     def evaluate(self, corpus, split: str = "test") -> dict:
-        """Test-split numbers (calibration.evaluate_detector) plus attribution accuracy."""
-        out = cal.evaluate_detector(self, corpus, split)
-        rows = [r for r in corpus.select(split=split) if r["modality"] == "image"]
-        if "att_coef" in self.a and rows:
-            probs = self.item_attribution(cal.item_frames(corpus, rows))
-            classes = self.config["classes"]
-            pred = np.array(classes)[probs.argmax(1)]
-            true = np.array([cal.arch_of(r) for r in rows])
-            syn = true != "real"
-            known = syn & np.isin(true, classes)
-            out["attribution_accuracy"] = float((pred[known] == true[known]).mean()) if known.any() else None
-            out["attribution_accuracy_with_real"] = float((pred == true).mean())
-        return out
+        """Test-split numbers, attribution accuracy included (calibration.evaluate_detector)."""
+        return cal.evaluate_detector(self, corpus, split)
 
     # -- item-level interface (evaluation, fusion) ------------------------------------------------
     def item_logits(self, items) -> np.ndarray:

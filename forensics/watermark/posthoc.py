@@ -461,11 +461,11 @@ def _informed(y: np.ndarray, m: np.ndarray, c: np.ndarray, probe: np.ndarray, pe
         sel = ring == r
         wbin[sel] = g[lay.payload][sel] / (np.sqrt(np.median(mag[sel] ** 2)) + 1e-9)
     wc = np.repeat(wbin, 2)
-    pilot_amp, b = 1.0, MARGIN_FLOOR / math.sqrt(2)
+    b = MARGIN_FLOOR / math.sqrt(2)
     nb = n_coded()
     sum_w2 = np.bincount(lay.chip_bit, wc * wc, minlength=nb)
     base = np.bincount(lay.chip_bit, wc * (agree + b), minlength=nb)  # Σ w (agree + b) per coded bit
-    budget = float(n) + (1.0 - pilot_amp**2) * len(lay.pilot)  # the plain energy, less the pilot's
+    budget = float(n)  # the energy of the plain payload coefficients
 
     def amplitudes(tau: float) -> np.ndarray:
         deficit = np.maximum(tau - base, 0.0) / np.maximum(sum_w2, 1e-12)
@@ -480,7 +480,6 @@ def _informed(y: np.ndarray, m: np.ndarray, c: np.ndarray, probe: np.ndarray, pe
             lo = tau
     amp = amplitudes(lo)
     x = c.copy()
-    x[lay.pilot] *= pilot_amp
     x[lay.payload] = (sv.real * amp[0::2] + 1j * sv.imag * amp[1::2]) / e
     return x
 
