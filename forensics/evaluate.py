@@ -74,7 +74,12 @@ def load_detectors(spec=None) -> dict[str, dbase.Detector]:
         names = [n for n in dbase.names() if (dbase.CHECKPOINT_ROOT / n / "config.json").is_file()]
     out = {}
     for n in names:
-        if getattr(dbase.get_class(n), "combiner", False):
+        cls = dbase.get_class(n)
+        if getattr(cls, "combiner", False):
+            continue
+        if not hasattr(cls, "item_logits"):  # no item-level scoring interface (e.g. temporal, video only)
+            if spec:
+                raise UsageError(f"the {n} detector cannot be evaluated here (it has no item-level scores)")
             continue
         out[n] = dbase.load(n)
     if not out:

@@ -182,3 +182,12 @@ def test_shipped_temporal_checkpoint_scores_a_clip(tmp_path, cam_clip):
     clip = media.write_mp4(tmp_path / "cam.mp4", cam_clip, fps=8)
     out = detect.detect_file(clip, {"temporal": det})
     assert len(out["detectors"]["temporal"]["per_pair"]) == 14
+
+
+def test_per_frame_detectors_get_a_spread_subset_of_large_frames():
+    big = Media("x.mp4", "video", [np.zeros((720, 1280, 3), np.uint8)] * 32, 30.0, 300,
+                frame_index=list(range(0, 128, 4)), pair_gap=4)
+    sub = detect.per_frame_subset(big)
+    assert len(sub.frames) == detect.PER_FRAME_MIN and sub.frame_index[0] == 0 and sub.frame_index[-1] == 124
+    small = Media("y.mp4", "video", [np.zeros((32, 32, 3), np.uint8)] * 16, 8.0, 16)
+    assert detect.per_frame_subset(small) is small

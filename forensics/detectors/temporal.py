@@ -233,7 +233,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 class _Augment:
     """Train-time changes that a clip survives with its label: sensor noise, blur, gamma,
-    contrast (the same for every frame of a clip); and, for real clips only, an object moving on
+    contrast (the same for every frame of a clip), fades (a gain ramp over the clip); and, for real clips only, an object moving on
     its own in front of the scene (a patch of another real frame on a straight path, occluding
     what is behind it), since real footage has more than camera motion."""
 
@@ -269,6 +269,10 @@ class _Augment:
         x = frames.astype(np.float32)
         if rng.random() < 0.5:
             x = x * rng.uniform(0.7, 1.2) + rng.uniform(-20, 20)
+        if rng.random() < 0.25:  # a fade or an exposure ramp: a smooth gain change over the clip
+            g0, g1 = rng.uniform(0.3, 1.0), rng.uniform(0.8, 1.1)
+            ramp = np.linspace(g0, g1, len(x)) if rng.random() < 0.5 else np.linspace(g1, g0, len(x))
+            x = x * ramp[:, None, None, None].astype(np.float32)
         if rng.random() < 0.3:
             s = rng.uniform(0.4, 0.9)
             x = np.stack([cv2.GaussianBlur(f, (0, 0), s) for f in x])
@@ -312,6 +316,7 @@ class TemporalEvidence(Evidence):
 class TemporalDetector(Detector):
     name = "temporal"
     modalities = ("video",)
+    uses_frame_runs = True      # detect passes it every sampled frame (per-frame detectors get a subset)
 
     def __init__(self, config=None, arrays: dict[str, np.ndarray] | None = None):
         super().__init__(config)
@@ -438,8 +443,8 @@ class TemporalDetector(Detector):
             "val": {"auc": _auc(vy, vs), "n_real": int((vy == 0).sum()), "n_synthetic": int(vy.sum()),
                     "fpr_at_threshold": float((pv[vy == 0] >= thr).mean()),
                     "tpr_at_threshold": float((pv[vy == 1] >= thr).mean()) if vy.sum() else None},
-            "train": {"clips": int(len(y_clip)), "runs": int(len(runs)), "pairs": int(len(allX)),
-                      "augmented_copies": 1, "run_auc": _auc(yr, train_logits)},
+            "train": {"clips": len(rows["train"]), "clip_versions": int(len(y_clip)), "runs": int(len(runs)),
+                      "pairs": int(len(allX)), "augmented_copies_per_clip": 1, "run_auc": _auc(yr, train_logits)},
         })
         return self
 
