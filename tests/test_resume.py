@@ -22,19 +22,19 @@ def _kill_when(proc, cond, timeout=120):
 
 def test_bank_train_resumes_from_saved_state(tmp_path):
     out = tmp_path / "vae"
-    args = [*FORENSICS, "bank", "train", "vae", "--preset", "tiny", "--steps", "60", "--save-every", "5",
+    args = [*FORENSICS, "bank", "train", "vae", "--preset", "tiny", "--steps", "120", "--save-every", "5",
             "--per-source", "4", "--out", str(out), "--quiet", "--json", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny model: one thread is fastest
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     state = out / "train_state" / "state.json"
     _kill_when(proc, lambda: state.exists() and json.loads(state.read_text())["step"] >= 10)
     saved = json.loads(state.read_text())["step"]
-    assert 10 <= saved < 60, "the run ended before it could be killed"
+    assert 10 <= saved < 120, "the run ended before it could be killed"
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     card = json.loads(r.stdout)
-    assert card["resumed_from_step"] == saved and card["steps"] == 60
-    assert [h["steps"] for h in card["history"]] == [60]  # the killed run never wrote a card
+    assert card["resumed_from_step"] == saved and card["steps"] == 120
+    assert [h["steps"] for h in card["history"]] == [120]  # the killed run never wrote a card
 
 
 def test_corpus_build_resumes_exactly(tmp_path, tiny_pipeline):
