@@ -88,8 +88,14 @@ class Auditor:
             raise MediaError(media_error.split(": ", 1)[-1], p)
         # 4. detectors
         det = self._detect(p) if not media_error else {"ran": False, "reason": "the file does not decode"}
-        out = {"path": str(p), "modality": kind, "summary": summarize(prov, wm, det),
-               "provenance": prov, "watermark": wm, "detectors": det}
+        # 5. metadata (detect already analysed it when the detectors ran)
+        meta = det.pop("metadata", None)
+        if meta is None and not media_error:
+            from . import metadata
+
+            meta = metadata.safe_analyze(p)
+        out = {"path": str(p), "modality": kind, "summary": summarize(prov, wm, det, meta),
+               "provenance": prov, "watermark": wm, "detectors": det, "metadata": meta}
         out["seconds"] = round(time.time() - t0, 3)
         return out
 
@@ -103,7 +109,8 @@ class Auditor:
         except ForensicsError as exc:  # e.g. no detector handles this modality, or a tiny frame
             return {"ran": False, "reason": exc.one_line()}
         return {"ran": True, "verdict": r["verdict"], "p_synthetic": r["p_synthetic"], "threshold": r["threshold"],
-                "detectors": r["detectors"], "models": r.get("models")}
+                "detectors": r["detectors"], "models": r.get("models"), "reason": r.get("reason"),
+                "metadata": r.get("metadata")}
 
 
 def _treering(p: Path, prov: dict) -> dict:
@@ -127,7 +134,7 @@ def _treering(p: Path, prov: dict) -> dict:
     return {"ran": True, **(r if isinstance(r, dict) else {"result": r})}
 
 
-def summarize(prov: dict, wm: dict, det: dict) -> dict:
+def summarize(prov: dict, wm: dict, det: dict, meta: dict | None = None) -> dict:
     reasons: list[str] = []
     verdict, basis = None, None
     decl, decl_from = None, None
@@ -159,7 +166,7 @@ def summarize(prov: dict, wm: dict, det: dict) -> dict:
     if tr.get("ran") and tr.get("detected"):
         reasons.append("Tree-Ring watermark present")
     dv = det.get("verdict") if det.get("ran") else None
-    if det.get("ran"):
+    if det.get("ran") and det.get("p_synthetic") is not None:
         reasons.append(f"detectors: {dv} (p_synthetic {det['p_synthetic']:.3f}, threshold {det['threshold']:.3f})")
     else:
         reasons.append(det.get("reason") or "detectors did not run")
@@ -171,6 +178,9 @@ def summarize(prov: dict, wm: dict, det: dict) -> dict:
         verdict = "uncertain" if dv == "synthetic" else "real"
         basis = decl_from
         reasons.insert(0, f"declares {decl} ({decl_from})" + ("; detectors disagree" if dv == "synthetic" else ""))
+    elif (meta or {}).get("decisive"):
+        verdict, basis = "synthetic", meta["decisive"]["reason"]
+        reasons.insert(0, meta["decisive"]["reason"])
     elif dv:
         verdict, basis = dv, "detectors"
     elif tr.get("ran") and tr.get("detected"):

@@ -455,3 +455,21 @@ def test_cli_detect_json_reports_signature(tmp_path, scene, monkeypatch, capsys)
     assert cli.main(["detect", str(f)]) == 0
     human = capsys.readouterr().out
     assert human.split()[0] == "synthetic" and "decisive metadata signature" in human
+
+
+def test_audit_reports_metadata_and_decisive_signature(tmp_path):
+    """`audit` JSON carries the metadata block; an A1111 chunk decides the verdict even with no detectors."""
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from forensics.audit import Auditor
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Model: sd15")
+    p = tmp_path / "sd.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(p, pnginfo=info)
+    auditor = Auditor(detectors=None, keys_dir=tmp_path / "keys")
+    auditor.detectors, auditor.detector_note = {}, "detectors skipped for this test"
+    r = auditor.audit(p)
+    assert r["metadata"]["decisive"] and r["summary"]["verdict"] == "synthetic"
+    assert "parameters" in r["summary"]["basis"]
