@@ -173,6 +173,30 @@ class Detector:
     def load(cls, directory: str | os.PathLike) -> "Detector":
         raise NotImplementedError
 
+    @staticmethod
+    def _write_arrays(d: Path, arrays: dict[str, np.ndarray], name: str = "model.safetensors") -> None:
+        from safetensors.numpy import save_file
+
+        tmp = d / f".{name}.tmp"
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+        os.replace(tmp, d / name)
+
+    @staticmethod
+    def read_checkpoint(directory, required: tuple[str, ...]) -> tuple[dict, dict[str, np.ndarray]]:
+        """config.json and model.safetensors of a numpy-weights detector, checked for `required` arrays."""
+        from safetensors.numpy import load_file
+
+        d = Path(directory)
+        try:
+            cfg = json.loads((d / "config.json").read_text())
+            arrays = load_file(str(d / "model.safetensors"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read detector checkpoint {d}: {exc}") from None
+        for k in required:
+            if k not in arrays:
+                raise CheckpointError(f"detector checkpoint {d} lacks {k}")
+        return cfg, arrays
+
     def _write_config(self, d: Path) -> None:
         tmp = d / ".config.json.tmp"
         tmp.write_text(json.dumps({"name": self.name, **self.config}, indent=2) + "\n")

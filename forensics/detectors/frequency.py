@@ -24,12 +24,11 @@ the mean patch logit, the clip logit the mean frame logit. A side under 32 px is
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from ..errors import CheckpointError, UsageError
 from . import calibration as cal
@@ -273,13 +272,9 @@ class FrequencyDetector(Detector):
     def save(self, directory) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / ".model.safetensors.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in self.a.items()}, str(tmp))
-        os.replace(tmp, d / "model.safetensors")
+        self._write_arrays(d, self.a)
         if getattr(self, "spectra", None):
-            tmp = d / ".spectra.safetensors.tmp"
-            save_file({k: np.ascontiguousarray(v) for k, v in self.spectra.items()}, str(tmp))
-            os.replace(tmp, d / "spectra.safetensors")
+            self._write_arrays(d, self.spectra, "spectra.safetensors")
             from .. import plots
 
             plots.save(spectra_figure(self.spectra), d / "spectra.png")
@@ -288,17 +283,8 @@ class FrequencyDetector(Detector):
 
     @classmethod
     def load(cls, directory) -> "FrequencyDetector":
-        import json
-
         d = Path(directory)
-        try:
-            cfg = json.loads((d / "config.json").read_text())
-            arrays = load_file(str(d / "model.safetensors"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read detector checkpoint {d}: {exc}") from None
-        for k in ("mean", "scale", "coef", "intercept"):
-            if k not in arrays:
-                raise CheckpointError(f"detector checkpoint {d} lacks {k}")
+        cfg, arrays = cls.read_checkpoint(d, ("mean", "scale", "coef", "intercept"))
         det = cls(cfg, arrays)
         det.directory = d
         if (d / "spectra.safetensors").is_file():

@@ -25,13 +25,10 @@ this also makes optical flow nearly free on 720p video):
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
 from ..errors import CheckpointError, UsageError
 from .base import Detector, Evidence, Media, register, sigmoid
@@ -479,23 +476,14 @@ class TemporalDetector(Detector):
     def save(self, directory) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / ".model.safetensors.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in self.a.items()}, str(tmp))
-        os.replace(tmp, d / "model.safetensors")
+        self._write_arrays(d, self.a)
         self._write_config(d)
         return d
 
     @classmethod
     def load(cls, directory) -> "TemporalDetector":
         d = Path(directory)
-        try:
-            cfg = json.loads((d / "config.json").read_text())
-            arrays = load_file(str(d / "model.safetensors"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read detector checkpoint {d}: {exc}") from None
-        for k in ("mean", "scale", "w1", "b1", "w2", "b2"):
-            if k not in arrays:
-                raise CheckpointError(f"detector checkpoint {d} lacks {k}")
+        cfg, arrays = cls.read_checkpoint(d, ("mean", "scale", "w1", "b1", "w2", "b2"))
         if arrays["mean"].shape != (D,):
             raise CheckpointError(f"detector checkpoint {d} has {arrays['mean'].shape[0]} features; this code uses {D}")
         det = cls(cfg, arrays)
