@@ -10,7 +10,7 @@ temporal grain), then, in one run:
 - in-process: frame sampling + decoding, and each installed detector's scoring time.
 Real-time factor = clip duration / detect wall time (> 1: faster than real time).
 
-    .venv/bin/python bench/video_detect_speed.py [--seconds 10] [--size 1280x720] [--fps 30]
+    .venv/bin/python bench/detect_video.py [--seconds 10] [--size 1280x720] [--fps 30]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ and panning cameras). When `invisible-watermark` imports, its dwtDct method runs
 images as a baseline (a bench-only extra: `pip install --no-deps invisible-watermark PyWavelets`;
 `bit_accuracy` and exact-payload rate; it has no detection test, so no false-positive rate).
 
-    python bench/watermark_robustness.py [--quick] [--fpr-n 10000]
+    python bench/watermark.py [--quick] [--fpr-n 10000]
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def main() -> int:
     im256 = crops(256, 1 if a.quick else 4, rng, "test")
     im512 = crops(512, 1, rng, None)[: 3 if a.quick else 8]
     result = {
-        "bench": "watermark_robustness",
+        "bench": "watermark",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "method": {"ours": f"forensics {ph.ALGORITHM}: periodic keyed spread spectrum, 32-bit payload, "
                            f"CRC-32 + K=7 r=1/2 code, threshold p <= {ph.DEFAULT_THRESHOLD}",
