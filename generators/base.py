@@ -132,6 +132,8 @@ class Generator(torch.nn.Module):
     modality: ClassVar[str] = "image"
     Config: ClassVar[type[Config]] = Config
     default_sampler: ClassVar[str | None] = None
+    # state-dict prefixes left out of the shipped checkpoint (e.g. a GAN's discriminator)
+    training_only: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Config):
         super().__init__()
@@ -164,7 +166,8 @@ class Generator(torch.nn.Module):
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()
+                 if not k.startswith(self.training_only)}
         tmp = d / ".model.safetensors.tmp"
         save_file(state, str(tmp), metadata={"name": self.name})
         os.replace(tmp, d / "model.safetensors")
@@ -187,6 +190,7 @@ class Generator(torch.nn.Module):
             raise GeneratorError(f"checkpoint {d} holds {meta.get('name')!r}, not {cls.name!r}")
         model = cls(cls.Config.from_dict(meta["config"]))
         missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(cls.training_only)]
         if missing or unexpected:
             raise GeneratorError(f"checkpoint {d} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         return model.to(device).eval()

@@ -41,17 +41,12 @@ distance to its nearest other real crop (features; lower is better, large means 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from safetensors.torch import load_file, save_file
 
 from .base import Config, Generator, GeneratorError, register
 
@@ -207,6 +202,9 @@ class GAN(Generator):
     Config = GANConfig
     default_sampler = "latent"
     default_steps = 1
+    # the discriminator only matters while training (its state lives in train_state/): the
+    # shipped checkpoint holds G alone, a third of the size
+    training_only = ("D.",)
 
     def __init__(self, config: GANConfig):
         super().__init__(config)
@@ -248,35 +246,6 @@ class GAN(Generator):
 
     def after_step(self, step: int) -> None:
         self.step += 1
-
-    # -- checkpoints: G only ---------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> Path:
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items() if not k.startswith("D.")}
-        save_file(state, str(d / ".model.safetensors.tmp"), metadata={"name": self.name, "contents": "G"})
-        os.replace(d / ".model.safetensors.tmp", d / "model.safetensors")
-        meta = {"name": self.name, "family": self.family, "modality": self.modality, "config": self.config.to_dict()}
-        (d / ".config.json.tmp").write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(d / ".config.json.tmp", d / "config.json")
-        return d
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "GAN":
-        d = Path(directory)
-        try:
-            meta = json.loads((d / "config.json").read_text())
-            state = load_file(str(d / "model.safetensors"), device="cpu")
-        except (OSError, ValueError) as exc:
-            raise GeneratorError(f"cannot read checkpoint {d}: {exc}") from None
-        if meta.get("name") != cls.name:
-            raise GeneratorError(f"checkpoint {d} holds {meta.get('name')!r}, not {cls.name!r}")
-        model = cls(cls.Config.from_dict(meta["config"]))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("D.")]
-        if missing or unexpected:
-            raise GeneratorError(f"checkpoint {d} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        return model.to(device).eval()
 
     def _check(self, steps, sampler) -> None:
         if sampler not in (None, *self.samplers()):
