@@ -43,22 +43,22 @@ def _to8(a: np.ndarray) -> np.ndarray:
 # Images
 
 
+def _recompress(rgb: Image, ext: str, flag: int, quality: int) -> Image:
+    rgb = _check(rgb)
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [flag, int(quality)])
+    if not ok:
+        raise MediaError(f"{ext[1:].upper()} encoding failed")
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 def jpeg(rgb: Image, quality: int = 75) -> Image:
     """Re-compress as baseline JPEG (4:2:0) at `quality` (1..100) and decode."""
-    rgb = _check(rgb)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise MediaError("JPEG encoding failed")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return _recompress(rgb, ".jpg", cv2.IMWRITE_JPEG_QUALITY, quality)
 
 
 def webp(rgb: Image, quality: int = 80) -> Image:
     """Re-compress as lossy WebP at `quality` (1..100) and decode."""
-    rgb = _check(rgb)
-    ok, buf = cv2.imencode(".webp", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, int(quality)])
-    if not ok:
-        raise MediaError("WebP encoding failed")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return _recompress(rgb, ".webp", cv2.IMWRITE_WEBP_QUALITY, quality)
 
 
 def resize(rgb: Image, scale: float = 0.5) -> Image:
