@@ -57,10 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sign", action="store_true",
                    help="sign every output with C2PA (see `provenance init`) and record it in the rows")
     p.add_argument("--keys", metavar="DIR", help="signing key folder for --sign (default: the config folder)")
+    p.add_argument("--watermark", nargs="?", const="posthoc", default=None, choices=["none", "treering", "posthoc"],
+                   help="treering: the key in the initial noise (ddim, rectified_flow); posthoc (bare "
+                        "--watermark): the post-hoc mark on every output, payload from SHA-256('<arch>:<seed>')")
+    p.add_argument("--watermark-key", metavar="FILE",
+                   help="watermark key file (default: the config folder's watermark.key, made on first use)")
     p.add_argument("--shard", metavar="I/N", help="write only shard I of N (default: torchrun's RANK/WORLD_SIZE); "
                    "merge with `corpus merge DIR`, automatic under torchrun")
 
-    p = sub.add_parser("bank", help="the generator bank: list, train, grid",
+    p = sub.add_parser("bank", help="the generator bank: list, train, grid, score",
                        description="List, train and preview the bank's generators.")
     bsub = p.add_subparsers(dest="bank_command", required=True, parser_class=_Parser)
     b = bsub.add_parser("list", parents=[common], help="architectures and their checkpoints")
@@ -75,11 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--per-source", type=int, default=400, help="real crops per source photo")
     b.add_argument("--fresh", action="store_true", help="ignore a saved training state")
     b.add_argument("--save-every", type=int, help="save the resumable training state every N steps")
+    b.add_argument("--fid-n", type=int, help="samples for the card's Fréchet distance (default 256; 0 skips)")
     b = bsub.add_parser("grid", parents=[common], help="write a sample grid PNG")
     b.add_argument("arch")
     b.add_argument("--out", help="PNG path (default: ARCH_grid.png)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--checkpoint", help="checkpoint folder")
+    b = bsub.add_parser("score", parents=[common], help="Fréchet distance of checkpoints, written into their cards",
+                        description="Sample N images, compute the Fréchet distance to N real test images "
+                                    "(forensics/fidelity.py) and the real-vs-real floor, and write them into "
+                                    "card.json metrics.fidelity.ARCH.")
+    b.add_argument("arch", help="an architecture, or all")
+    b.add_argument("--n", type=int, default=256, help="samples = real images per side (default 256)")
+    b.add_argument("--checkpoint", help="score this checkpoint folder instead of the shipped one")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--batch", type=int, default=64, help="sampling batch size")
+    b.add_argument("--inception-weights", metavar="PATH",
+                   help="torchvision Inception-v3 weights for standard FID (default: $FORENSICS_INCEPTION_WEIGHTS "
+                        "or the torch hub cache; never downloaded)")
 
     p = sub.add_parser("corpus", help="build, inspect and verify corpora",
                        description="Build a corpus from a recipe, show its card, verify its files.")
@@ -120,10 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-arch", type=int, help="at most this many items per architecture (and real)")
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("watermark", help="post-hoc watermark: embed, detect",
+    p = sub.add_parser("watermark", help="post-hoc watermark: embed, detect (also Tree-Ring detection)",
                        description="Keyed robust watermark with a 32-bit payload (images and MP4). The key is "
                                    "made on first use at $XDG_CONFIG_HOME/forensics/watermark.key (else "
-                                   "~/.config/forensics), mode 0600, or --key FILE.")
+                                   "~/.config/forensics), mode 0600, or --key FILE. `detect --method treering` "
+                                   "tests for the Tree-Ring mark of `generate --watermark treering` (same key).")
     wsub = p.add_subparsers(dest="watermark_command", required=True, parser_class=_Parser)
     w = wsub.add_parser("embed", parents=[common], help="mark an image (PNG/JPEG out) or a video (MP4 out)")
     w.add_argument("input", metavar="IN")
@@ -136,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("paths", nargs="+", metavar="IN")
     w.add_argument("--key", metavar="FILE", help="key file (default: the default key)")
     w.add_argument("--method", default="posthoc", choices=["posthoc", "treering"],
-                   help="posthoc (default); treering needs the sampler-integrated mark (not available yet)")
+                   help="posthoc (default); treering: the key in the initial noise of ddim / rectified_flow, "
+                        "found by inverting the sampler (images; other sizes are stretched to 32x32)")
+    w.add_argument("--arch", default="auto", choices=["auto", "ddim", "rectified_flow"],
+                   help="treering: the model to invert (auto: both shipped models, Bonferroni-combined)")
+    w.add_argument("--inversion-steps", type=int,
+                   help="treering: inversion steps (default: ddim 20, rectified_flow 8 Heun steps)")
     w.add_argument("--threshold", type=float, default=1e-6,
                    help="detect when the p-value is at most this (the false-positive rate; default 1e-6)")
     w.add_argument("--max-frames", type=int, default=64, help="frames sampled per video (default 64)")
@@ -248,7 +272,8 @@ def cmd_generate(a) -> int:
 
     r = generate(parse_archs(a.arch), a.n, a.out, seed=a.seed, sampler=a.sampler, steps=a.steps,
                  device=a.device, checkpoint=a.checkpoint, progress=not a.quiet,
-                 sign=a.sign, keys_dir=a.keys, shard=shard, frames=a.frames)
+                 sign=a.sign, keys_dir=a.keys, shard=shard, frames=a.frames,
+                 watermark=a.watermark, watermark_key=a.watermark_key)
     if torchrun:
         import torch.distributed as dist
 
@@ -272,12 +297,15 @@ def cmd_bank(a) -> int:
         else:
             for r in rows:
                 ck = "trained" if r["checkpoint"] else "no checkpoint"
+                if r.get("composes"):  # hybrid: built from other architectures' checkpoints
+                    parts = [f"{p['model']}{'' if p['checkpoint'] else ' (missing)'}" for p in r["composes"].values()]
+                    ck = "composes " + " + ".join(parts)
                 print(f"{r['architecture']:<16} {r['family']:<16} {r['modality']:<6} {ck}")
     elif a.bank_command == "train":
         card = bank.train_architecture(a.arch, out=a.out, data=a.data, minutes=a.minutes, steps=a.steps,
                                        preset=a.preset, seed=a.seed, device=a.device,
                                        per_source=a.per_source, progress=not a.quiet, resume=not a.fresh,
-                                       save_every=a.save_every)
+                                       save_every=a.save_every, fid_n=a.fid_n)
         _print(card if a.json else f"trained {card['architecture']}: {card['steps']} steps, "
                f"metrics {json.dumps(card['metrics'])}", a.json)
     elif a.bank_command == "grid":
@@ -286,6 +314,13 @@ def cmd_bank(a) -> int:
         model = base.load(a.checkpoint or a.arch, device=base.resolve_device(a.device))
         out = bank.save_grid(model, Path(a.out or f"{a.arch}_grid.png"), seed=a.seed)
         _print({"grid": str(out)} if a.json else f"wrote {out}", a.json)
+    elif a.bank_command == "score":
+        rows = bank.score_checkpoints(a.arch, checkpoint=a.checkpoint, n=a.n, seed=a.seed, device=a.device,
+                                      batch=a.batch, inception_weights=a.inception_weights, progress=not a.quiet)
+        for r in rows:  # --json: one object per line
+            print(json.dumps(r) if a.json else f"{r['architecture']:<16} FD {r['fd']:.3f}  (floor {r['fd_floor']:.3f}, "
+                   f"N={r['n']})  inception FID {r['inception_fid'] if r['inception_fid'] is not None else 'skipped'}"
+                  f"  → {r['checkpoint']}/card.json")
     return 0
 
 
@@ -357,7 +392,8 @@ def cmd_provenance(a) -> int:
                       checkpoint_sha256=a.checkpoint_sha256, watermark=not a.no_watermark)
         sb = r["soft_binding"]
         _print(r if a.json else f"signed {r['path']} ({r['action']}, {r['manifest_id']}, signer {r['signer']!r}"
-               f"{', soft binding ' + sb['alg'] + ' id ' + sb['binding_id'] if sb else ', no soft binding'})"
+               f"{', soft binding ' + sb['alg'] + ' id ' + sb['binding_id'] if sb else ', no soft binding'}"
+               f"{' (the existing watermark, not marked again)' if sb and sb.get('mode') == 'reused' else ''})"
                f"{'' if not sb or sb.get('readable') else '; WARNING: the watermark does not read back from this file, so the soft binding will not recover it'}",
                a.json)
         return 0
@@ -394,7 +430,9 @@ def cmd_audit(a) -> int:
                       max_frames=a.max_frames, soft_binding=not a.no_soft_binding)
     if auditor.detector_note:
         sys.stderr.write(f"forensics: {auditor.detector_note}\n")
-    rows, failed = [], 0
+    single = len(a.paths) == 1 and not Path(a.paths[0]).is_dir()
+    # Rows are kept only for --report: a folder of 100,000 files must stream in flat memory.
+    rows, audited, failed = [], 0, 0
     for f in expand(a.paths):
         try:
             r = auditor.audit(f)
@@ -403,22 +441,26 @@ def cmd_audit(a) -> int:
             sys.stderr.write(f"forensics: {exc.one_line()}\n")
             r = {"path": str(f), "error": exc.one_line()}
             print(json.dumps(r) if a.json else f"{'error':>9}  {f}", flush=True)
-            rows.append(r)
-            continue
-        rows.append(r)
-        if a.json:
-            print(json.dumps(r), flush=True)
         else:
-            s = r["summary"]
-            print(f"{s['verdict']:>9}  {r['path']}\n           {'; '.join(s['reasons'])}", flush=True)
-    if not rows:
+            audited += 1
+            if a.json:
+                print(json.dumps(r), flush=True)
+            else:
+                s = r["summary"]
+                print(f"{s['verdict']:>9}  {r['path']}\n           {'; '.join(s['reasons'])}", flush=True)
+        if a.report:
+            rows.append(r)
+    if audited + failed == 0:
         raise UsageError("no media files found in " + ", ".join(a.paths))
     if a.report:
         rep = write_report(a.report, rows)
         if not a.json:
             print(f"report: {rep['html']}")
-    if not a.json:
-        print(f"{len(rows) - failed} audited, {failed} failed")
+    if a.json:
+        if not single:
+            print(json.dumps({"summary": {"files": audited + failed, "audited": audited, "failed": failed}}))
+    else:
+        print(f"{audited} audited, {failed} failed")
     return 2 if failed else 0
 
 
@@ -435,9 +477,16 @@ def cmd_watermark(a) -> int:
         _print(r if a.json else f"wrote {r['path']}: payload {r['payload']}, PSNR {r['psnr_db']} dB, "
                f"key {r['key_fingerprint']}", a.json)
         return 0
-    if a.method == "treering":
-        raise UsageError("Tree-Ring detection is not available yet (use --method posthoc)")
     key = posthoc.load_key(a.key)
+    if a.method == "treering":
+        from forensics.watermark import treering
+
+        def detect_one(f):
+            return treering.detect_file(f, a.arch, key, threshold=a.threshold, steps=a.inversion_steps,
+                                        device=a.device)
+    else:
+        def detect_one(f):
+            return posthoc.detect_file(f, key, threshold=a.threshold, max_frames=a.max_frames)
     files: list[Path] = []
     for raw in a.paths:
         p = Path(raw)
@@ -448,19 +497,22 @@ def cmd_watermark(a) -> int:
     failed = 0
     for f in files:
         try:
-            r = posthoc.detect_file(f, key, threshold=a.threshold, max_frames=a.max_frames)
+            r = detect_one(f)
         except ForensicsError as exc:
             failed += 1
             if len(files) == 1:
                 raise
             sys.stderr.write(f"forensics: {exc.one_line()}\n")
             if a.json:
-                print(json.dumps({"path": str(f), "method": "posthoc", "error": exc.one_line()}))
+                print(json.dumps({"path": str(f), "method": a.method, "error": exc.one_line()}))
             continue
         if a.json:
             print(json.dumps(r))
         else:
-            what = f"payload={r['payload'] or 'unreadable'}" if r["detected"] else "not detected"
+            if a.method == "treering":
+                what = f"treering {r['arch']}" if r["detected"] else "not detected"
+            else:
+                what = f"payload={r['payload'] or 'unreadable'}" if r["detected"] else "not detected"
             print(f"{'marked' if r['detected'] else 'unmarked':>8}  {what}  p={r['p_value']:.3g}  {r['path']}")
     return 2 if failed else 0
 

@@ -8,11 +8,12 @@ For each sampler and number of steps: N samples from fixed seeds, the wall time 
 the Fréchet distance (FD) between the samples and real crops of the *test* split (photos never
 seen in training), in two feature spaces:
 - `fd_conv`: a fixed random conv net (seeded, nothing downloaded; 3 stride-2 conv layers, global
-  average and max pooling → 256-d);
+  average and max pooling → 256-d; `CONV_NET`, built by forensics.fidelity.FeatureNet);
 - `fd_freq`: the frequency detector's features (forensics.detectors.frequency.features: residual
   spectrum, radial power, DCT statistics, colour-residual correlations).
 Both are standardized on the real crops and projected on the real crops' first 32 principal axes
-before the Fréchet distance (so that N of a few hundred gives a usable covariance). FD is biased
+before the Fréchet distance (so that N of a few hundred gives a usable covariance; the feature
+net, the projection and the distance are forensics/fidelity.py's). FD is biased
 upward at small N: compare rows of one run (same N), not with published FIDs. `real_floor` is the
 FD between the real val and test splits (different photos): the distance that real-vs-real has.
 
@@ -38,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from forensics import bank  # noqa: E402
+from forensics.fidelity import FeatureNet, FrechetSpace, features  # noqa: E402
 from forensics.detectors import frequency  # noqa: E402
 from generators import base  # noqa: E402
 from generators import samplers as S  # noqa: E402
@@ -63,61 +64,13 @@ QUICK = {
 }
 
 
-class RandomConvFeatures(nn.Module):
-    """Fixed random conv net: (B, 3, 32, 32) in [-1, 1] → (B, 256)."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        layers, c = [], 3
-        for cout in (32, 64, 128):
-            conv = nn.Conv2d(c, cout, 3, stride=2, padding=1)
-            with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * math.sqrt(2.0 / (9 * c)))
-                conv.bias.zero_()
-            layers += [conv, nn.LeakyReLU(0.2)]
-            c = cout
-        self.net = nn.Sequential(*layers).eval()
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.net(x)                                                     # (B, 128, 4, 4)
-        return torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
+# This bench's feature space since it was first run (kept so its numbers stay comparable); the
+# project's card metric uses fidelity's default multi-scale net instead.
+CONV_NET = dict(seed=0, widths=(32, 64, 128), strides=(2, 2, 2), pooled=(2,), pools=("mean", "max"), proj=None)
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
     return base.to_uint8(x)
-
-
-class FrechetSpace:
-    """Standardize on the real features, project on their first k principal axes."""
-
-    def __init__(self, real: np.ndarray, k: int = 32):
-        self.mu, self.sd = real.mean(0), real.std(0) + 1e-6
-        z = (real - self.mu) / self.sd
-        _, _, vt = np.linalg.svd(z - z.mean(0), full_matrices=False)
-        self.p = vt[:k].T
-        self.real = self(real)
-
-    def __call__(self, f: np.ndarray) -> np.ndarray:
-        return ((f - self.mu) / self.sd) @ self.p
-
-    def fd(self, f: np.ndarray, ref: np.ndarray | None = None) -> float:
-        return frechet(self(f), self.real if ref is None else self(ref))
-
-
-def _sqrtm_psd(c: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(c)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
-def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """‖μ_a - μ_b‖² + tr(C_a + C_b - 2 (C_a^½ C_b C_a^½)^½)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    sa = _sqrtm_psd(ca)
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(sa @ cb @ sa), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * cross)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -146,11 +99,15 @@ def main() -> None:
     rs, _ = bank.real_training_data(per_source=100 if a.quick else 250)
     test = rs.split("test").images
     val = rs.split("val").images
-    conv = RandomConvFeatures()
+    net = FeatureNet(**CONV_NET)
+
+    def conv(x: torch.Tensor) -> np.ndarray:
+        return features(x, net=net)
+
     real_t = base.from_uint8(test)
-    space_conv = FrechetSpace(conv(real_t).numpy())
+    space_conv = FrechetSpace(conv(real_t))
     space_freq = FrechetSpace(frequency.features(test))
-    floor = {"fd_conv": space_conv.fd(conv(base.from_uint8(val)).numpy()),
+    floor = {"fd_conv": space_conv.fd(conv(base.from_uint8(val))),
              "fd_freq": space_freq.fd(frequency.features(val))}
 
     models: dict[str, base.Generator] = {}
@@ -174,7 +131,7 @@ def main() -> None:
             u8 = _uint8(x)
             rows.append({"row": row, "model": model_name, "sampler": sampler, "steps": steps,
                          "nfe": S.nfe(sampler, steps), "seconds_per_image": round(dt / n, 5),
-                         "fd_conv": round(space_conv.fd(conv(x).numpy()), 3),
+                         "fd_conv": round(space_conv.fd(conv(x)), 3),
                          "fd_freq": round(space_freq.fd(frequency.features(u8)), 3)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 

@@ -118,7 +118,7 @@ def _treering(p: Path, prov: dict) -> dict:
     credentials name a bank architecture, and only when the Tree-Ring module is installed."""
     gen = prov.get("generator") or ((prov.get("recovered") or {}).get("generator"))
     arch = (gen or {}).get("architecture")
-    if not arch:
+    if not isinstance(arch, str) or not arch:  # the assertion is the file's CBOR: any type may sit here
         return {"ran": False, "reason": "not applicable: no credentials name the generating architecture"}
     try:
         from .watermark import treering  # noqa: F401
@@ -148,7 +148,9 @@ def summarize(prov: dict, wm: dict, det: dict, meta: dict | None = None) -> dict
         decl, decl_from = rec.get("digital_source_type_short"), \
             f"credentials recovered through the watermark ({rec['signature']} signature)"
         reasons.append(f"{'invalid embedded manifest' if st == 'invalid' else 'metadata stripped or re-encoded'}; "
-                       f"manifest {rec['manifest_id']} recovered through the watermark soft binding")
+                       f"manifest {rec['manifest_id']} recovered through the watermark soft binding"
+                       + (f" (id {rec['binding_id']} confirmed by the known-payload test against the manifest store)"
+                          if rec.get("binding_read") == "known-payload test" else ""))
     if st == "invalid":
         reasons.append(f"TAMPERED: the embedded C2PA manifest fails validation ({', '.join(prov.get('failures') or [])})")
     elif st == "no_manifest" and not rec:

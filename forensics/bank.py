@@ -4,6 +4,10 @@
 source, or a user folder) → the shared training loop (resumable) → the EMA model saved as
 safetensors + config.json, with a card (config, data, steps, seed, metrics on the real *test*
 split, the exact command) and a sample grid.
+
+Card metrics include `fidelity`: per architecture, the Fréchet distance of N samples to N real
+test images in forensics/fidelity.py's fixed feature space, with the real-vs-real floor at that N.
+`score_checkpoints` (`forensics bank score ARCH|all`) recomputes it for existing checkpoints.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from generators import base, latent_walk
 from generators.train import TrainConfig, train
 
-from . import media, realdata
+from . import fidelity, media, realdata
 from .errors import UsageError
 
 # Per-model training defaults sized for 2 CPU cores (≤ 30 min). GPU runs may raise them.
@@ -135,10 +139,17 @@ def save_grid(model: base.Generator, path: Path, n: int = 64, seed: int = 0) -> 
 def train_architecture(arch: str, *, out: str | Path | None = None, data: str | None = None,
                        minutes: float | None = None, steps: int | None = None, preset: str = "cpu",
                        seed: int = 0, device: str = "auto", per_source: int = DATA_PER_SOURCE,
-                       progress: bool = True, resume: bool = True, save_every: int | None = None) -> dict:
+                       progress: bool = True, resume: bool = True, save_every: int | None = None,
+                       fid_n: int | None = None) -> dict:
+    """fid_n: samples (= real images) for the card's Fréchet distance (default fidelity.DEFAULT_N,
+    capped at the real test split; 0 skips it)."""
     if arch not in base.architectures():
         raise UsageError(f"unknown architecture {arch!r}; choose from {', '.join(base.architectures())}")
     model_name = base.ARCHITECTURES[arch][0]
+    parents = base.get_class(model_name).parents
+    if parents:  # before loading any data: a composite has nothing to train
+        raise UsageError(f"{arch} has no weights of its own: it composes the {' and '.join(parents.values())} "
+                         f"checkpoints; train those instead")
     dev = base.resolve_device(device)
     out = Path(out) if out else base.CHECKPOINT_ROOT / model_name
     state_dir = out / "train_state"
@@ -169,6 +180,12 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
     metrics = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()}
     ema.save(out)
     save_grid(ema, out / "grid.png", seed=seed)
+    if fid_n != 0 and len(test_x) > 1:
+        try:
+            ref = fidelity.Reference(test_x, train_x, n=fid_n or fidelity.DEFAULT_N, seed=seed)
+            metrics["fidelity"] = {arch: _fidelity_entry(ema, arch, ref, out, seed)}
+        except Exception as exc:  # noqa: BLE001 — the weights are saved; a metric failure must not lose the card
+            metrics["fidelity"] = {arch: {"error": f"{type(exc).__name__}: {exc}"}}
     card = {
         "architecture": arch,
         "model": model_name,
@@ -208,6 +225,81 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
     return card
 
 
+def _fidelity_entry(model: base.Generator, arch: str, ref: fidelity.Reference, ckpt: Path, seed: int,
+                    batch: int = 64, inception_weights: str | None = None) -> dict:
+    r = fidelity.score_model(model, ref, seed=seed, batch=batch, sampler=base.ARCHITECTURES[arch][1],
+                             inception_weights=inception_weights)
+    r["checkpoint_sha256"] = base.checkpoint_sha256(ckpt)  # a later retrain makes a stale score visible
+    return r
+
+
+def _reference_for(card: dict, modality: str, n: int, seed: int) -> fidelity.Reference:
+    """The real test / train images a card's model was trained and measured on, at N."""
+    d = card.get("data") or {}
+    folder = d.get("path") if d.get("kind") in ("folder", "video folder") else None
+    size, data_seed = int(d.get("size", 32)), int(d.get("seed", 0))
+    if modality == "video":
+        per = int(d.get("clips_per_source") or d.get("max_clips_per_video") or DATA_PER_SOURCE // VIDEO_CLIPS_DIVISOR)
+        train_x, test_x, _ = real_training_clips(folder, size, int(d.get("frames", 8)), data_seed, per)
+    else:
+        rs, _ = real_training_data(folder, size, data_seed, int(d.get("crops_per_source", DATA_PER_SOURCE)))
+        train_x, test_x = to_tensor(rs.split("train").images), to_tensor(rs.split("test").images)
+    return fidelity.Reference(test_x, train_x, n=n, seed=seed)
+
+
+def score_checkpoints(which: str, *, checkpoint: str | Path | None = None, n: int = fidelity.DEFAULT_N,
+                      seed: int = 0, device: str = "auto", batch: int = 64,
+                      inception_weights: str | None = None, progress: bool = True) -> list[dict]:
+    """Fréchet distance of existing checkpoints, written into their card.json metrics.
+
+    which: an architecture or `all` (every image/video architecture with a checkpoint; latent
+    walks are skipped: their frames are the base model's samples). checkpoint: score that folder
+    instead of the shipped one (then `all` means every architecture that uses its model).
+    Only `metrics.fidelity.<arch>` of each card changes; every other field is kept."""
+    archs = [a for a in base.architectures() if a not in latent_walk.WALKS]
+    if which != "all" and which not in base.architectures():
+        raise UsageError(f"unknown architecture {which!r}; choose from all, {', '.join(archs)}")
+    if which in latent_walk.WALKS:
+        raise UsageError(f"{which} is a latent walk of {latent_walk.WALKS[which][0]}; score that instead")
+    if which != "all" and base.get_class(base.ARCHITECTURES[which][0]).parents:
+        raise UsageError(f"{which} composes other checkpoints and has no card of its own to score into; "
+                         f"score {', '.join(base.get_class(base.ARCHITECTURES[which][0]).parents.values())}")
+    if checkpoint is not None:
+        ck = Path(checkpoint)
+        if not (ck / "config.json").is_file():
+            raise UsageError(f"no checkpoint at {ck} (config.json missing)")
+        model_name = json.loads((ck / "config.json").read_text()).get("name")
+        chosen = [a for a in (archs if which == "all" else [which]) if base.ARCHITECTURES[a][0] == model_name]
+        if not chosen:
+            raise UsageError(f"{ck} holds a {model_name!r} model, not one that {which} uses")
+        plan = [(a, ck) for a in chosen]
+    else:
+        plan = [(a, base.CHECKPOINT_ROOT / base.ARCHITECTURES[a][0]) for a in (archs if which == "all" else [which])]
+        plan = [(a, d) for a, d in plan if (d / "model.safetensors").is_file() or which != "all"]
+    dev = base.resolve_device(device)
+    refs: dict[str, fidelity.Reference] = {}
+    rows = []
+    for arch, ck in plan:
+        model = base.load(ck, device=dev)
+        card_path = ck / "card.json"
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        key = json.dumps([card.get("data"), model.modality], sort_keys=True)
+        if key not in refs:
+            refs[key] = _reference_for(card, model.modality, n, seed)
+        if progress:
+            print(f"bank score {arch}: sampling {refs[key].n} from {ck}", file=sys.stderr, flush=True)
+        r = _fidelity_entry(model, arch, refs[key], ck, seed, batch, inception_weights)
+        # Re-read just before writing: another score of the same card (ddpm / ddim) may have landed.
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        card.setdefault("metrics", {})
+        card["metrics"].setdefault("fidelity", {})[arch] = r
+        tmp = card_path.with_name(".card.json.tmp")
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+        os.replace(tmp, card_path)
+        rows.append({"architecture": arch, "checkpoint": str(ck), **r})
+    return rows
+
+
 def bank_list() -> list[dict]:
     """Every architecture with its model, sampler and whether a checkpoint ships."""
     rows = []
@@ -219,8 +311,13 @@ def bank_list() -> list[dict]:
             card = json.loads((d / "card.json").read_text())
         cls = base.get_class(model_name)
         walk = arch in latent_walk.WALKS  # a latent walk: clips from an image model's checkpoint
-        rows.append({"architecture": arch, "model": model_name, "family": cls.family,
-                     "modality": "video" if walk else cls.modality, "sampler": sampler or cls.default_sampler,
-                     "checkpoint": str(d) if (d / "model.safetensors").is_file() else None,
-                     "steps": card.get("steps"), "metrics": card.get("metrics", {})})
+        row = {"architecture": arch, "model": model_name, "family": cls.family,
+               "modality": "video" if walk else cls.modality, "sampler": sampler or cls.default_sampler,
+               "checkpoint": str(d) if (d / "model.safetensors").is_file() else None,
+               "steps": card.get("steps"), "metrics": card.get("metrics", {})}
+        if cls.parents:  # a composite (hybrid): no checkpoint of its own, it needs its parents'
+            row["composes"] = {role: {"model": m, "checkpoint": str(base.CHECKPOINT_ROOT / m)
+                                      if (base.CHECKPOINT_ROOT / m / "model.safetensors").is_file() else None}
+                               for role, m in cls.parents.items()}
+        rows.append(row)
     return rows

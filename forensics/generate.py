@@ -55,11 +55,17 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
              steps: int | None = None, device: str = "auto", checkpoint: str | None = None,
              progress: bool = True, writer: CorpusWriter | None = None,
              shard: tuple[int, int] = (0, 1), sign: bool = False, keys_dir: str | None = None,
-             frames: int | None = None) -> dict:
+             frames: int | None = None, watermark: str | None = None,
+             watermark_key: str | None = None) -> dict:
     """Write n items per architecture into the corpus at `out`; return counts of this run.
 
     sign: every output is C2PA-signed (provenance.sign.sign_pixels) before its row is written,
     so the row's sha256 is the signed file's and its `c2pa` field names the manifest.
+    watermark: "treering" samples ddim / rectified_flow from noise carrying the key
+    (forensics.watermark.treering); "posthoc" marks every output with the post-hoc watermark,
+    payload = the first 32 bits of SHA-256("<arch>:<seed>") (the row's id). The key is the
+    watermark key file (`watermark_key`, default the config folder's; made on first use).
+    Each row's `watermark` field records it (null when none).
     """
     if n < 0:
         raise UsageError(f"--n must be ≥ 0; got {n}")
@@ -70,6 +76,7 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
     if not (0 <= shard[0] < shard[1]):
         raise UsageError(f"--shard must be i/n with 0 ≤ i < n; got {shard[0]}/{shard[1]}")
     dev = base.resolve_device(device)
+    wm_key = _watermark_setup(watermark, archs, sampler, sign, watermark_key)
     signing_keys = None
     if sign:
         from .provenance.keys import load_keys
@@ -86,8 +93,15 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
             model = latent_walk.wrap(arch, model)  # `<base>_interp`: a walk through an image model's latents
             # --frames: clip length for video models (video_diffusion extends autoregressively)
             sample_kw = {"frames": frames} if frames is not None and model.modality == "video" else {}
-            ckpt_sha = base.checkpoint_sha256(ckpt_dir)
+            composite = bool(getattr(model, "parents", None))  # hybrid: hashes come from its parents
+            ckpt_sha = model.checkpoint_sha256() if composite else base.checkpoint_sha256(ckpt_dir)
             use_sampler = sampler or arch_sampler or model.default_sampler
+            if watermark == "treering":
+                from .watermark import treering
+
+                if model.name != treering.CARRIERS[arch][0]:
+                    raise UsageError(f"--watermark treering: {ckpt_dir} holds a {model.name} model, "
+                                     f"not {treering.CARRIERS[arch][0]}")
             todo = [seed + i for i in range(n) if (seed + i) % shard[1] == shard[0]]
             bar = None
             if progress:
@@ -101,18 +115,28 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
                     skipped += 1
                 else:
                     g = torch.Generator().manual_seed(s)
-                    x = model.sample(1, generator=g, steps=steps, sampler=use_sampler, **sample_kw)[0]
+                    mark = None
+                    if watermark == "treering":
+                        x = treering.sample(model, arch, 1, wm_key, generator=g, steps=steps, sampler=use_sampler)[0]
+                        mark = treering.row_field(wm_key)
+                    else:
+                        x = model.sample(1, generator=g, steps=steps, sampler=use_sampler, **sample_kw)[0]
                     row = dict(label="synthetic", family=model.family, architecture=arch,
                                sampler=use_sampler, steps=steps or _default_steps(model, use_sampler),
                                seed=s, checkpoint_sha256=ckpt_sha, source=f"bank:{model_name}",
-                               split=realdata.split_of(f"{arch}:{s}"))
+                               split=realdata.split_of(f"{arch}:{s}"), watermark=mark)
+                    if composite:
+                        row.update(model.corpus_fields(use_sampler, row["steps"]))
+                    pixels = base.to_uint8(x)
+                    if watermark == "posthoc":
+                        pixels, row["watermark"] = _posthoc_mark(pixels, wm_key, arch, s)
                     if signing_keys is not None:
                         fps = float(getattr(model.config, "fps", 8)) if model.modality == "video" else None
-                        _add_signed(w, fn, base.to_uint8(x), row, signing_keys, fps)
+                        _add_signed(w, fn, pixels, row, signing_keys, fps)
                     elif model.modality == "video":
-                        w.add_clip(fn, base.to_uint8(x), fps=float(getattr(model.config, "fps", 8)), **row)
+                        w.add_clip(fn, pixels, fps=float(getattr(model.config, "fps", 8)), **row)
                     else:
-                        w.add_image(fn, base.to_uint8(x), **row)
+                        w.add_image(fn, pixels, **row)
                     made += 1
                 if bar is not None:
                     bar.update(1)
@@ -122,6 +146,42 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
         if own:
             w.close()
     return {"out": str(out), "made": made, "skipped_existing": skipped, "total_rows": len(w.rows)}
+
+
+WATERMARKS = ("none", "treering", "posthoc")
+
+
+def _watermark_setup(watermark: str | None, archs: list[str], sampler: str | None, sign: bool,
+                     key_path: str | None):
+    """Check --watermark against the architectures before anything is sampled; the key (made on
+    first use) or None."""
+    if watermark in (None, "none"):
+        return None
+    if watermark not in WATERMARKS:
+        raise UsageError(f"--watermark must be one of {', '.join(WATERMARKS)}; got {watermark!r}")
+    from .watermark import posthoc
+
+    if watermark == "treering":
+        from .watermark import treering
+
+        for arch in archs:
+            treering.check_carrier(arch, sampler or base.ARCHITECTURES[arch][1])
+    elif sign:
+        raise UsageError("--sign already embeds the post-hoc watermark (its payload is the soft-binding id); "
+                         "drop --watermark posthoc")
+    return posthoc.load_key(key_path, create=True)
+
+
+def _posthoc_mark(pixels, key, arch: str, seed: int):
+    """The post-hoc mark on one image (H, W, 3) or clip (T, H, W, 3); payload = the row's id."""
+    import hashlib
+
+    from .watermark import posthoc
+
+    payload = hashlib.sha256(f"{arch}:{seed}".encode()).digest()[:4]
+    marked = posthoc.embed_frames(pixels, key, payload) if pixels.ndim == 4 else posthoc.embed(pixels, key, payload)
+    return marked, {"method": "posthoc", "algorithm": posthoc.ALGORITHM, "key_fingerprint": key.fingerprint,
+                    "payload": payload.hex()}
 
 
 def _default_steps(model, sampler: str | None) -> int | None:
@@ -149,11 +209,11 @@ def _add_signed(w: CorpusWriter, fn: str, pixels, row: dict, keys, fps: float | 
         video = pixels.ndim == 4
         extra = {"c2pa": {"manifest_id": info["manifest_id"], "signer": info["signer"], "action": info["action"],
                           "soft_binding": info["soft_binding"]}}
-        if info["soft_binding"] and "watermark" not in row:
+        if info["soft_binding"] and not row.get("watermark"):
             extra["watermark"] = {"method": "posthoc", "payload": info["soft_binding"]["binding_id"],
                                   "purpose": "c2pa soft binding"}
         return w.add_file(fn, tmp_dir / final.name, modality="video" if video else "image",
                           width=int(pixels.shape[-2]), height=int(pixels.shape[-3]),
-                          frames=int(pixels.shape[0]) if video else 1, fps=fps, **row, **extra)
+                          frames=int(pixels.shape[0]) if video else 1, fps=fps, **{**row, **extra})
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -422,6 +422,9 @@ def plan_runs(n_frames: int, max_frames: int, run_length: int = 8, gap: int = 1)
     return want[:max_frames]
 
 
+SEEK_MIN_GAP = 300  # frames; past the longest common keyframe interval (x264's default is 250)
+
+
 def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length: int = 8,
                     target_fps: float = 8.0, max_pixels: int = MAX_PIXELS,
                     max_duration: float = MAX_DURATION_S) -> tuple[list[np.ndarray], list[int], int, VideoInfo]:
@@ -429,8 +432,13 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
 
     Consecutive frames of a run are `gap` = round(fps / target_fps) frames apart, so pairs are
     about 1/target_fps seconds apart whatever the frame rate. Frames between wanted ones are only
-    grabbed (decoded, not converted), and decoding stops after the last wanted frame. The same
-    checks as `VideoReader` apply (limits before decoding, no decodable frame, truncation).
+    grabbed (decoded, not converted), and decoding stops after the last wanted frame. Where the
+    next wanted frame is over SEEK_MIN_GAP frames ahead, the decoder seeks (to the keyframe
+    before it, then decodes forward) instead of decoding everything in between, so the cost of a
+    long video grows with the number of runs, not with its length; a seek whose frame's
+    timestamp is not the expected one (variable frame rate, a broken index) is abandoned for
+    plain decoding. The same checks as `VideoReader` apply (limits before decoding, no decodable
+    frame, truncation).
     """
     p = _check_file(path)
     if sniff(p) != "video":
@@ -439,38 +447,77 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
     check_video_limits(info, max_pixels, max_duration)
     gap = max(1, int(round(info.fps / target_fps))) if info.fps and info.fps > 0 else 1
     want = plan_runs(info.frames, max_frames, run_length, gap)
-    wanted, last = set(want), want[-1]
+    frames, index, reached, eof, seeked = _decode_frames(p, want, info.fps, seek=True)
+    if seeked is None:  # a seek landed on the wrong frame: decode the plain way
+        frames, index, reached, eof, seeked = _decode_frames(p, want, info.fps, seek=False)
+    if reached == 0:
+        raise MediaError("no frame could be decoded (truncated or corrupt video)", p)
+    declared = info.frames
+    short = eof and declared > 4 and reached < 0.8 * declared - 2
+    if short and seeked:  # frames were skipped, not decoded: count how many really decode
+        reached = _count_frames(p)
+        short = reached < 0.8 * declared - 2
+    if short:
+        raise MediaError(f"truncated video: the container declares ~{declared} frames but only "
+                         f"{reached} decode", p)
+    if not frames:  # the container over-declared its length: fall back to the first frames
+        return read_frame_runs_from_start(p, max_frames, gap, info)
+    return frames, index, gap, info
+
+
+def _decode_frames(p: Path, want: list[int], fps: float, *, seek: bool):
+    """(frames, frame numbers, 1 + last frame number reached, hit the end, seeked: True/False,
+    or None when a seek proved inexact)."""
     cap = cv2.VideoCapture(str(p))
     if not cap.isOpened():
         raise MediaError("OpenCV cannot open this video", p)
     frames: list[np.ndarray] = []
     index: list[int] = []
-    decoded, eof = 0, False
+    pos = reached = 0          # pos: the frame number the next grab returns
+    eof = seeked = False
+    t0 = None                  # (frame number, ms) of the first frame read: the time base
     try:
-        while decoded <= last:
-            if decoded in wanted:
-                ok, bgr = cap.read()
-                ok = ok and bgr is not None
-            else:
-                ok = cap.grab()
-            if not ok:
+        for f in want:
+            jumped = False
+            if seek and fps > 0 and t0 is not None and f - pos > SEEK_MIN_GAP:
+                jumped = bool(cap.set(cv2.CAP_PROP_POS_FRAMES, f))
+                if not jumped:
+                    return frames, index, reached, eof, None
+                pos, seeked = f, True
+            while pos < f:
+                if not cap.grab():
+                    eof = True
+                    break
+                pos += 1
+                reached = pos
+            if eof:
+                break
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
                 eof = True
                 break
-            if decoded in wanted:
-                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                index.append(decoded)
-            decoded += 1
+            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if t0 is None:
+                t0 = (f, ms)
+            elif jumped and abs(ms - (t0[1] + (f - t0[0]) * 1000.0 / fps)) > 500.0 / fps:
+                return frames, index, reached, eof, None
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index.append(f)
+            pos = reached = f + 1
     finally:
         cap.release()
-    if decoded == 0:
-        raise MediaError("no frame could be decoded (truncated or corrupt video)", p)
-    declared = info.frames
-    if eof and declared > 4 and decoded < 0.8 * declared - 2:
-        raise MediaError(f"truncated video: the container declares ~{declared} frames but only "
-                         f"{decoded} decode", p)
-    if not frames:  # the container over-declared its length: fall back to the first frames
-        return read_frame_runs_from_start(p, max_frames, gap, info)
-    return frames, index, gap, info
+    return frames, index, reached, eof, seeked
+
+
+def _count_frames(p: Path) -> int:
+    cap = cv2.VideoCapture(str(p))
+    n = 0
+    try:
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
 
 
 def read_frame_runs_from_start(p: Path, max_frames: int, gap: int, info: VideoInfo):

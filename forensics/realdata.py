@@ -191,12 +191,31 @@ def folder_sources(root: str | os.PathLike) -> list[Source]:
     return out
 
 
+CLIP_FPS = 8.0  # the corpus's clip rate (generators sample 8 fps clips)
+
+
+def clip_stride(fps: float | None, target_fps: float = CLIP_FPS) -> int:
+    """Keep every k-th frame, k = round(fps / target): the rule `detect` uses to space its frame
+    pairs (media.read_frame_runs), so real training clips move between frames as much as the
+    pairs detect compares. Uniform spacing is kept over an exact rate: a 30 fps video gives
+    7.5 fps, 24 and 48 fps give 8, and a video at or under the target keeps every frame."""
+    return max(1, int(round(float(fps) / target_fps))) if fps and fps > 0 else 1
+
+
 def folder_clips(root: str | os.PathLike, frames: int = 16, size: int = 32,
-                 max_clips_per_video: int = 8) -> Iterator[tuple[np.ndarray, float, str, str]]:
+                 max_clips_per_video: int = 8, target_fps: float = CLIP_FPS
+                 ) -> Iterator[tuple[np.ndarray, float, str, str]]:
     """Cut every video under a folder into (clip (T, size, size, 3), fps, source, split).
 
-    Frames are center-cropped to a square and resized; bad videos are skipped with the error
-    raised to the caller's handler by the caller if it wants (here: skipped silently).
+    1. Frames are resampled to about `target_fps` (every `clip_stride`-th frame; the returned
+       fps is the clip's real rate, fps / stride).
+    2. Consecutive non-overlapping runs of `frames` resampled frames make the clips, at most
+       `max_clips_per_video` per video, from the start; a shorter remainder is dropped.
+    3. Frames are center-cropped to a square and area-resized to `size`.
+    4. The split is a hash of the video's path relative to the folder, so every clip of a video
+       is in the same split (no video in two splits) and reruns give the same split.
+
+    Unreadable, truncated or over-limit videos are skipped.
     """
     root = Path(root)
     for f in media.iter_media_files(root):
@@ -205,11 +224,15 @@ def folder_clips(root: str | os.PathLike, frames: int = 16, size: int = 32,
         rel = f.relative_to(root).as_posix()
         try:
             reader = media.VideoReader(f)
+            reader.stride = k = clip_stride(reader.fps, target_fps)
+            fps = reader.fps / k if reader.fps else target_fps
             buf, made = [], 0
+            if max_clips_per_video < 1:
+                continue
             for fr in reader:
                 buf.append(_square(fr, size))
                 if len(buf) == frames:
-                    yield np.stack(buf), reader.fps or 8.0, f"file:{rel}", split_of(rel)
+                    yield np.stack(buf), fps, f"file:{rel}", split_of(rel)
                     buf, made = [], made + 1
                     if made >= max_clips_per_video:
                         break

@@ -76,6 +76,11 @@ def load(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     """Load a model by registered name (its shipped checkpoint) or from a checkpoint folder."""
     d = Path(name_or_dir)
     if not (d / "config.json").is_file():
+        # a composite (e.g. hybrid) has no folder of its own: it is built from its parents' checkpoints
+        name = str(name_or_dir) if str(name_or_dir) in architectures() else (
+            d.name if d.parent == CHECKPOINT_ROOT and d.name in _REGISTRY else None)
+        if name is not None and get_class(ARCHITECTURES[name][0]).parents:
+            return get_class(ARCHITECTURES[name][0]).compose(device=device)
         if str(name_or_dir) in architectures():
             d = CHECKPOINT_ROOT / ARCHITECTURES[str(name_or_dir)][0]
         if not (d / "config.json").is_file():
@@ -134,6 +139,9 @@ class Generator(torch.nn.Module):
     default_sampler: ClassVar[str | None] = None
     # state-dict prefixes left out of the shipped checkpoint (e.g. a GAN's discriminator)
     training_only: ClassVar[tuple[str, ...]] = ()
+    # A composite has no weights of its own: role -> model name of the checkpoints it combines;
+    # it provides `compose(device=...)` (from the shipped parents) and `corpus_fields(...)`.
+    parents: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Config):
         super().__init__()

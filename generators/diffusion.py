@@ -173,11 +173,20 @@ class DDPM(Generator):
     def steps_for(self, sampler: str | None) -> int:
         return self.config.ddim_steps if sampler == "ddim" else self.config.ancestral_steps
 
+    def _inference_layout(self) -> None:
+        # oneDNN's CPU convolutions run about 15 % faster on channels-last weights (measured by
+        # bench/sampling_speed.py); a contiguous NCHW weight is reordered on every call. Only the
+        # memory layout changes: values, state-dict keys and the saved file stay the same.
+        w = self.diffusion.net.inp.weight
+        if w.device.type == "cpu" and not w.is_contiguous(memory_format=torch.channels_last):
+            self.diffusion.net.to(memory_format=torch.channels_last)
+
     @torch.no_grad()
     def sample(self, n, *, generator, steps=None, sampler=None, noise=None, eta=None):
         sampler = sampler or self.default_sampler
         steps = steps or self.steps_for(sampler)
         check_steps(sampler, steps, self.config.timesteps)
+        self._inference_layout()
         s = self.config.image_size
         x = run_diffusion_sampler(self.diffusion, (n, self.config.channels, s, s), generator=generator,
                                   sampler=sampler, steps=steps, noise=noise, eta=eta)
@@ -191,6 +200,7 @@ class DDPM(Generator):
         checkpoint, 50 steps give a round-trip PSNR of 22 dB with refine=0 and 30 dB with 2."""
         steps = steps or self.config.ddim_steps
         check_steps("ddim", steps, self.config.timesteps)
+        self._inference_layout()
         return S.ddim_invert(self.diffusion, x.to(self.device), steps, refine=refine)
 
     @torch.no_grad()

@@ -10,3 +10,4 @@ from . import tarflow  # noqa: F401
 from . import autoregressive  # noqa: F401
 from . import video_diffusion  # noqa: F401
 from . import latent_walk  # noqa: F401
+from . import hybrid  # noqa: F401

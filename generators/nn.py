@@ -97,11 +97,16 @@ class Attention2d(nn.Module):
         self.proj = zero_init(nn.Conv2d(ch, ch, 1))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        # The 1x1 convolutions run as matmuls on tokens (same weights, same state-dict keys):
+        # q, k, v then have a unit-stride last dimension, which the fused (flash) SDPA kernels
+        # need; with the channel-major layout PyTorch fell back to the unfused math path on CPU.
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)                            # (B, heads, HW, d) x3
+        tok = self.norm(x).flatten(2).transpose(1, 2)                        # (B, HW, C)
+        qkv = F.linear(tok, self.qkv.weight.view(3 * c, c), self.qkv.bias)   # (B, HW, 3C)
+        q, k, v = qkv.view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (B, heads, HW, d) x3
         a = F.scaled_dot_product_attention(q, k, v)                          # (B, heads, HW, d)
-        return x + self.proj(a.transpose(-1, -2).reshape(b, c, h, w))
+        out = F.linear(a.transpose(1, 2).reshape(b, h * w, c), self.proj.weight.view(c, c), self.proj.bias)
+        return x + out.transpose(1, 2).view(b, c, h, w)                      # (B, C, H, W)
 
 
 class Downsample(nn.Module):

@@ -112,6 +112,12 @@ def eps_x0(model, x_t: torch.Tensor, t: int, clip: float | None = None) -> tuple
     return eps, x0
 
 
+def _schedule(model) -> list[float]:
+    # ᾱ as Python floats, read once per run: indexing a CUDA tensor per step would make every
+    # step wait for the GPU (two device-to-host copies per step).
+    return model.alphas_cumprod.tolist()
+
+
 def _clip_of(model, clip_x0) -> float | None:
     if clip_x0 is False:
         return None
@@ -127,13 +133,13 @@ def ddpm_sample(model, shape=None, *, generator: torch.Generator | None = None, 
                 noise: torch.Tensor | None = None, clip_x0: float | bool | None = None) -> torch.Tensor:
     """Ancestral DDPM. With a sub-sequence τ of steps, each step uses the effective
     β' = 1 - ᾱ_t / ᾱ_{t'} between consecutive steps t > t' (equal to β_t when steps = T)."""
-    ab = model.alphas_cumprod
+    ab = _schedule(model)
     ts = timesteps_for(len(ab), steps)
     clip = _clip_of(model, clip_x0)
     x = _start(model, shape, generator, noise)                              # x_T ~ N(0, I)
     for i, t in enumerate(ts):
-        a_t = float(ab[t])
-        a_prev = float(ab[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+        a_t = ab[t]
+        a_prev = ab[ts[i + 1]] if i + 1 < len(ts) else 1.0
         beta = 1 - a_t / a_prev
         _, x0 = eps_x0(model, x, t, clip)                                    # 1. x̂_0 = f_θ(x_t, t)
         # 2. posterior mean μ̃ = √ᾱ' β'/(1-ᾱ) x̂_0 + √(1-β') (1-ᾱ')/(1-ᾱ) x_t   (Ho et al. eq. 7)
@@ -154,13 +160,13 @@ def ddim_sample(model, shape=None, *, generator: torch.Generator | None = None, 
     """DDIM: x_{t'} = √ᾱ' x̂_0 + √(1-ᾱ'-σ²) ε̂ + σ z, σ = η √((1-ᾱ')/(1-ᾱ)) √(1-ᾱ/ᾱ')."""
     if eta < 0:
         raise ValueError(f"eta must be ≥ 0; got {eta}")
-    ab = model.alphas_cumprod
+    ab = _schedule(model)
     ts = timesteps_for(len(ab), steps)
     clip = _clip_of(model, clip_x0)
     x = _start(model, shape, generator, noise)
     for i, t in enumerate(ts):
-        a_t = float(ab[t])
-        a_prev = float(ab[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+        a_t = ab[t]
+        a_prev = ab[ts[i + 1]] if i + 1 < len(ts) else 1.0
         eps, x0 = eps_x0(model, x, t, clip)
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(max(0.0, 1 - a_t / a_prev))
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(0.0, 1 - a_prev - sigma ** 2)) * eps
@@ -179,12 +185,12 @@ def ddim_invert(model, x0: torch.Tensor, steps: int = 50, *, refine: int = 0) ->
     agree with `ddim_sample(..., eta=0, steps=steps, clip_x0=False)` more closely.
     No clipping: inversion must be exactly the reverse of unclipped DDIM.
     """
-    ab = model.alphas_cumprod
+    ab = _schedule(model)
     ts = timesteps_for(len(ab), steps)[::-1]                                # ascending
     x = x0.to(_device_of(model), torch.float32)
     for i, t in enumerate(ts):
-        a_prev = float(ab[ts[i - 1]]) if i > 0 else 1.0
-        a_t = float(ab[t])
+        a_prev = ab[ts[i - 1]] if i > 0 else 1.0
+        a_t = ab[t]
         x_prev = x
         eps, _ = eps_x0(model, x_prev, t)
         for k in range(refine + 1):

@@ -19,12 +19,15 @@ compression shortcuts. Adapted to this project's 32x32 world:
    at most `max_patches`, evenly subsampled) → heatmap of calibrated patch probabilities with the
    frame's aspect; the frame logit is the mean patch logit, a clip's the mean frame logit.
    Frames under 32 px on a side are upsampled (bicubic) to 32.
+   Scoring runs the trained weights in numpy (`NumpyPatchNet`, BatchNorm folded), so `detect`
+   never imports torch or timm; training uses the timm module (`artifact_torch.PatchNet`).
 4. Platt scaling on the validation split; the threshold is set at a stated false-positive rate
    (default 5 %) on real validation items.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,8 +36,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
 from ..errors import CheckpointError
 from . import calibration as cal
@@ -52,30 +53,166 @@ AUGMENT = {"p_resize": 0.5, "scale": [0.5, 2.0], "p_blur": 0.25, "blur_sigma": [
            "p_jpeg": 0.4, "jpeg_quality": [50, 100], "hflip": True}
 
 
-class PatchNet(nn.Module):
-    """timm ResNet backbone adapted to 32x32 patches + a linear head: column 0 is the
-    real/synthetic logit, columns 1.. the attribution logits."""
+def __getattr__(name):
+    # The trainable torch/timm network is imported only by whoever asks for it (training, checks).
+    if name == "PatchNet":
+        from .artifact_torch import PatchNet
 
-    def __init__(self, spec: dict, n_classes: int = 0):
-        super().__init__()
-        from timm.models.resnet import BasicBlock, ResNet
+        return PatchNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-        self.body = ResNet(BasicBlock, list(spec["layers"]), num_classes=0, global_pool="",
-                           channels=tuple(spec["channels"]), stem_type=spec["stem_type"],
-                           stem_width=spec["stem_width"])
-        first = self.body.conv1[0] if isinstance(self.body.conv1, nn.Sequential) else self.body.conv1
-        first.stride = (spec["stem_stride"],) * 2
-        if not spec.get("stem_pool", True):
-            self.body.maxpool = nn.Identity()
-        self.head = nn.Linear(spec["channels"][-1], 1 + n_classes)
-        self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1))
 
-    def forward(self, x_u8: torch.Tensor) -> torch.Tensor:
-        """(B, 32, 32, 3) uint8 → (B, 1 + classes) logits."""
-        x = x_u8.permute(0, 3, 1, 2).float().div(255)                     # (B, 3, 32, 32)
-        f = self.body.forward_features((x - self.mean) / self.std)         # (B, C, 2, 2)
-        return self.head(f.mean((2, 3)))                                   # (B, 1 + K)
+BN_EPS = 1e-5     # torch.nn.BatchNorm2d's default, which timm's ResNet uses
+
+
+class NumpyPatchNet:
+    """Inference for `artifact_torch.PatchNet` in numpy, from the same state dict.
+
+    Scoring a clip must not pay for importing torch and timm (~4 s and ~4 s of CPU here, more
+    than the scoring itself). Eval-mode BatchNorm is an affine map per channel, so it is folded
+    into the convolution before it: W' = W·γ/√(σ²+ε), b' = β - μ·γ/√(σ²+ε). Convolutions run as
+    one matrix product over im2col columns. Outputs equal the torch module's to
+    float32 rounding (tests/test_video_detect.py checks 1e-5 against timm).
+    """
+
+    def __init__(self, spec: dict, state: dict[str, np.ndarray], n_classes: int = 0):
+        if spec.get("block", "BasicBlock") != "BasicBlock" or spec.get("stem_type", "deep") not in ("deep", ""):
+            raise NotImplementedError(f"no numpy inference for block {spec.get('block')!r} / stem {spec.get('stem_type')!r}")
+        self.state = st = {k: np.asarray(v) for k, v in state.items()}
+        used: set[str] = set()
+
+        def take(key):
+            used.add(key)
+            return st[key]
+
+        def conv_bn(conv, bn, stride):
+            w = take(f"{conv}.weight").astype(np.float64)                   # (O, C, k, k)
+            used.add(f"{bn}.num_batches_tracked")
+            scale = take(f"{bn}.weight") / np.sqrt(take(f"{bn}.running_var").astype(np.float64) + BN_EPS)
+            shift = take(f"{bn}.bias") - take(f"{bn}.running_mean") * scale
+            k = w.shape[2]
+            if w.shape[3] != k or w.shape[0] != len(scale):
+                raise ValueError(f"{conv}: weight {w.shape} does not fit its norm ({len(scale)})")
+            wk = (w * scale[:, None, None, None]).transpose(2, 3, 1, 0)       # (k, k, C, O)
+            return (np.ascontiguousarray(wk.reshape(k * k * w.shape[1], w.shape[0]), np.float32),
+                    shift.astype(np.float32), k, stride, k // 2)
+
+        # 1. stem: a deep stem is conv-bn-relu, conv-bn-relu, conv, then bn1-relu (timm order)
+        s0 = int(spec.get("stem_stride", 2))
+        if spec.get("stem_type", "deep") == "deep":
+            stem = [conv_bn("body.conv1.0", "body.conv1.1", s0), conv_bn("body.conv1.3", "body.conv1.4", 1),
+                    conv_bn("body.conv1.6", "body.bn1", 1)]
+        else:
+            stem = [conv_bn("body.conv1", "body.bn1", s0)]
+        self.stem = stem
+        self.pool = bool(spec.get("stem_pool", True))
+        # 2. stages of BasicBlocks; the first block of stages 2.. halves the resolution
+        self.blocks = []
+        for i, n in enumerate(spec["layers"]):
+            for j in range(int(n)):
+                pre = f"body.layer{i + 1}.{j}"
+                stride = 2 if (i > 0 and j == 0) else 1
+                down = (conv_bn(f"{pre}.downsample.0", f"{pre}.downsample.1", stride)
+                        if f"{pre}.downsample.0.weight" in st else None)
+                self.blocks.append((conv_bn(f"{pre}.conv1", f"{pre}.bn1", stride),
+                                    conv_bn(f"{pre}.conv2", f"{pre}.bn2", 1), down))
+        self.head_w = np.ascontiguousarray(take("head.weight").T, np.float32)   # (C, 1 + K)
+        self.head_b = take("head.bias").astype(np.float32)
+        self.mean = take("mean").reshape(-1).astype(np.float32)
+        self.std = take("std").reshape(-1).astype(np.float32)
+        if self.head_w.shape[1] != 1 + n_classes:
+            raise ValueError(f"head has {self.head_w.shape[1]} outputs; the config's classes need {1 + n_classes}")
+        extra = sorted(set(st) - used)
+        if extra:
+            raise ValueError(f"unexpected keys in the state dict: {', '.join(extra[:5])}")
+        self.outputs(np.zeros((1, P, P, 3), np.uint8))  # layers that do not chain fail here, not on a user's file
+
+    @staticmethod
+    def _conv(x: np.ndarray, layer, relu: bool) -> np.ndarray:
+        """x (C, B, H, W) → (O, B, Ho, Wo). Layout C-first so that im2col copies runs of W
+        pixels (with channels last, a 3→8→16-channel stem copies runs of 3 to 8 floats and
+        im2col costs more than the matrix product). Zero padding is written into the columns
+        instead of padding x first."""
+        w, b, k, stride, pad = layer
+        C, B, H, W = x.shape
+        Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+        cols = np.empty((k, k, C, B, Ho, Wo), np.float32)
+        for dy in range(k):
+            r0, r1 = _valid(dy - pad, stride, H, Ho)
+            for dx in range(k):
+                c0, c1 = _valid(dx - pad, stride, W, Wo)
+                t = cols[dy, dx]
+                t[:, :, :r0] = 0
+                t[:, :, r1:] = 0
+                t[:, :, r0:r1, :c0] = 0
+                t[:, :, r0:r1, c1:] = 0
+                y0, x0 = r0 * stride + dy - pad, c0 * stride + dx - pad
+                t[:, :, r0:r1, c0:c1] = x[:, :, y0:y0 + (r1 - r0 - 1) * stride + 1:stride,
+                                          x0:x0 + (c1 - c0 - 1) * stride + 1:stride]
+        y = w.T @ cols.reshape(k * k * C, -1)                                # (O, B·Ho·Wo)
+        y += b[:, None]
+        if relu:
+            np.maximum(y, 0, out=y)
+        return y.reshape(-1, B, Ho, Wo)
+
+    @staticmethod
+    def _maxpool(x: np.ndarray) -> np.ndarray:
+        """3x3, stride 2, padding 1 over (C, B, H, W); padding never wins a max."""
+        x = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+        H, W = x.shape[2:]
+        Ho, Wo = (H - 3) // 2 + 1, (W - 3) // 2 + 1
+        out = x[:, :, :2 * Ho - 1:2, :2 * Wo - 1:2]
+        for dy in range(3):
+            for dx in range(3):
+                if dy or dx:
+                    out = np.maximum(out, x[:, :, dy:dy + 2 * Ho - 1:2, dx:dx + 2 * Wo - 1:2])
+        return out
+
+    def outputs(self, patches: np.ndarray) -> np.ndarray:
+        """(B, 32, 32, 3) uint8 → (B, 1 + classes) float32 logits."""
+        x = (patches.astype(np.float32) / 255 - self.mean) / self.std        # (B, 32, 32, 3)
+        x = np.ascontiguousarray(x.transpose(3, 0, 1, 2))                    # (3, B, 32, 32)
+        for layer in self.stem:
+            x = self._conv(x, layer, relu=True)
+        if self.pool:
+            x = self._maxpool(x)
+        for c1, c2, down in self.blocks:
+            y = self._conv(self._conv(x, c1, relu=True), c2, relu=False)
+            y += x if down is None else self._conv(x, down, relu=False)
+            x = np.maximum(y, 0, out=y)
+        return x.mean((2, 3)).T @ self.head_w + self.head_b                  # (B, 1 + K)
+
+
+WORKERS = 2  # Python threads over patch chunks (numpy releases the GIL in copies and products)
+
+
+def _map_chunks(fn, chunks: list[np.ndarray]) -> list[np.ndarray]:
+    """fn over the chunks with BLAS held to one thread and up to WORKERS chunks at a time.
+
+    OpenBLAS's own threads spin while they wait; on products this small they made the numpy
+    net 3-4x slower in wall time and CPU on a busy 2-core machine. Threads over whole chunks
+    have no such waits."""
+    try:
+        from threadpoolctl import threadpool_limits  # comes with scikit-learn
+    except ImportError:  # pragma: no cover
+        limit = contextlib.nullcontext()
+    else:
+        limit = threadpool_limits(1, "blas")
+    with limit:
+        workers = min(WORKERS, len(chunks), os.cpu_count() or 1)
+        if workers <= 1:
+            return [fn(c) for c in chunks]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as ex:
+            return list(ex.map(fn, chunks))
+
+
+def _valid(offset: int, stride: int, size: int, n_out: int) -> tuple[int, int]:
+    """Output positions [lo, hi) whose input position offset + i·stride lies inside [0, size)."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = min(n_out, (size - 1 - offset) // stride + 1)
+    return lo, max(lo, hi)
 
 
 def patch_grid(frame: np.ndarray, max_patches: int = MAX_PATCHES) -> tuple[np.ndarray, tuple[int, int]]:
@@ -124,7 +261,8 @@ def augment(img: np.ndarray, rng: np.random.Generator, aug: dict = AUGMENT) -> n
 class ArtifactDetector(Detector):
     name = "artifact"
 
-    def __init__(self, config=None, net: PatchNet | None = None):
+    def __init__(self, config=None, net=None):
+        """`net`: a torch `PatchNet` (training) or a `NumpyPatchNet` (loaded for scoring)."""
         super().__init__(config)
         self.net = net
 
@@ -136,6 +274,11 @@ class ArtifactDetector(Detector):
 
         Stops at `steps` or after `minutes` of wall time, whichever comes first (the learning rate
         follows a cosine over whichever budget is closer to being spent)."""
+        import torch
+        from torch import nn
+
+        from .artifact_torch import PatchNet
+
         spec = {**BACKBONE, **(backbone or {})}
         aug = {**AUGMENT, **(augmentation or {})}
         train, val = corpus.select(split="train"), corpus.select(split="val")
@@ -211,14 +354,17 @@ class ArtifactDetector(Detector):
         return cal.evaluate_detector(self, corpus, split)
 
     # -- scoring -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def patch_outputs(self, patches: np.ndarray, chunk: int = 512) -> np.ndarray:
-        """(N, 1 + classes): column 0 the patch logit, then the attribution logits."""
+    def patch_outputs(self, patches: np.ndarray, chunk: int = 64) -> np.ndarray:
+        """(N, 1 + classes): column 0 the patch logit, then the attribution logits. Chunks of 64
+        patches keep the widest im2col buffer (72 x 64 x 32 x 32 floats, 19 MB) near the cache
+        sizes where the numpy net runs fastest."""
         if self.net is None:
             raise CheckpointError("the artifact detector is not fitted")
-        self.net.eval()
-        out = [self.net(torch.from_numpy(np.ascontiguousarray(patches[i:i + chunk]))).numpy()
-               for i in range(0, len(patches), chunk)]
+        chunks = [np.ascontiguousarray(patches[i:i + chunk]) for i in range(0, len(patches), chunk)]
+        if isinstance(self.net, NumpyPatchNet):
+            out = _map_chunks(self.net.outputs, chunks)
+        else:
+            out = [self.net.outputs(c) for c in chunks]
         return np.concatenate(out).astype(np.float64)
 
     def patch_logits(self, patches: np.ndarray) -> np.ndarray:
@@ -292,19 +438,24 @@ class ArtifactDetector(Detector):
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, directory) -> Path:
-        from safetensors.torch import save_file
+        from safetensors.numpy import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / ".model.safetensors.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, str(tmp))
+        state = (self.net.state if isinstance(self.net, NumpyPatchNet) else
+                 {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()})
+        save_file({k: np.array(v, order="C") for k, v in state.items()}, str(tmp))  # 0-d stays 0-d
         os.replace(tmp, d / "model.safetensors")
         self._write_config(d)
         return d
 
     @classmethod
-    def load(cls, directory) -> "ArtifactDetector":
-        from safetensors.torch import load_file
+    def load(cls, directory, *, backend: str = "numpy") -> "ArtifactDetector":
+        """`backend="numpy"` scores without importing torch (see NumpyPatchNet); "torch" builds
+        the timm module (training code, equality checks). A backbone the numpy net does not
+        implement falls back to torch."""
+        from safetensors.numpy import load_file
 
         d = Path(directory)
         try:
@@ -312,13 +463,26 @@ class ArtifactDetector(Detector):
             state = load_file(str(d / "model.safetensors"))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read detector checkpoint {d}: {exc}") from None
+        spec = {**BACKBONE, **cfg.get("backbone", {})}
+        n_classes = len(cfg.get("classes") or [])
         try:
-            net = PatchNet({**BACKBONE, **cfg.get("backbone", {})}, n_classes=len(cfg.get("classes") or []))
-            net.load_state_dict(state)
-        except (RuntimeError, KeyError, TypeError) as exc:
+            net = None
+            if backend == "numpy":
+                try:
+                    net = NumpyPatchNet(spec, state, n_classes)
+                except NotImplementedError:
+                    net = None
+            if net is None:
+                import torch
+
+                from .artifact_torch import PatchNet
+
+                net = PatchNet(spec, n_classes=n_classes)
+                net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+                net.eval()
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"detector checkpoint {d} does not match its config: "
                                   f"{' '.join(str(exc).split())[:200]}") from None
-        net.eval()
         det = cls(cfg, net)
         det.directory = d
         return det

@@ -6,17 +6,25 @@ Pipeline for one asset (each step names the C2PA 2.x construct it produces):
    invisible watermark, re-encode in the output's format (PNG and WebP losslessly, JPEG at
    quality 95, MP4 as H.264 CRF 18). Without a watermark the input's bytes are signed as they
    are (and the output must then be of the input's format).
+   Pixels that already carry our mark under the same key, unmoved (`generate --watermark
+   posthoc --sign`, or signing a marked file), are not marked again: two payloads would fight
+   over the same chips. The manifest is bound to the id the mark already carries (binding
+   "reused"); when that mark is there but its payload no longer decodes, the known-payload
+   test against the store (as in verify) names it, and only if that fails is a fresh id
+   embedded over it (the informed embedder treats the old mark as part of the host).
 3. Manifest: a `c2pa.actions.v2` assertion, either
      - `c2pa.created` with `digitalSourceType` trainedAlgorithmicMedia and the software agent
        = the bank architecture + its checkpoint hash (generator outputs), or
      - `c2pa.opened` + `c2pa.edited` with the input as the `parentOf` ingredient (processed
        media; an input's own manifest travels inside the ingredient),
-   then `c2pa.watermarked` when step 2 ran, a `c2pa.soft-binding` assertion naming the
-   watermark algorithm and carrying the binding id, and `org.forensics.generator` for bank
+   then `c2pa.watermarked` when step 2 embedded a mark, a `c2pa.soft-binding` assertion naming
+   the watermark algorithm, carrying the binding id and saying in its `name` whether the id
+   was embedded now or is the asset's existing mark, and `org.forensics.generator` for bank
    outputs. The hard binding (`c2pa.hash.data` / `c2pa.hash.bmff.v3`) is added by the SDK.
 4. Sign (ES256, the key folder's certificate chain) into a temp file, rename it into place.
-5. Record the binding id, manifest label, manifest bytes and the output's sha256 in the
-   manifest store (store.py), so a stripped copy finds its manifest again.
+5. Record the binding id (and whether it was embedded or reused), manifest label, manifest
+   bytes, the output's sha256 and its perceptual hash in the manifest store (store.py), so a
+   stripped or re-encoded copy finds its manifest again.
 """
 
 from __future__ import annotations
@@ -94,12 +102,18 @@ def manifest_definition(*, title: str, fmt: str, action: str, architecture: str 
         raise UsageError(f"action must be created or edited; got {action!r}")
     assertions: list[dict] = []
     if binding:
-        actions.append({"action": "c2pa.watermarked", "softwareAgent": tool,
-                        "description": f"invisible watermark {binding['alg']} carrying the soft-binding id"})
+        reused = binding.get("mode") == "reused"
+        if not reused:
+            actions.append({"action": "c2pa.watermarked", "softwareAgent": tool,
+                            "description": f"invisible watermark {binding['alg']} carrying the soft-binding id"})
+        how = ("the asset already carried this watermark (same key) with this id, so no second mark was "
+               "embedded and this manifest is bound to the existing one" if reused else
+               "embedded by this signing over an earlier mark of the same key whose id no longer decodes"
+               if binding.get("existing") else "embedded by this signing")
         assertions.append({"label": "c2pa.soft-binding", "data": {
             "alg": binding["alg"],
             "blocks": [{"scope": {}, "value": base64.b64encode(bytes.fromhex(binding["binding_id"])).decode()}],
-            "name": "forensics post-hoc watermark; the value is the id in the signer's manifest store",
+            "name": f"forensics post-hoc watermark; the value is the id in the signer's manifest store; {how}",
         }})
     assertions.insert(0, {"label": "c2pa.actions.v2", "data": {"actions": actions}})
     if action == "created":
@@ -229,14 +243,20 @@ def _sign(pixels: np.ndarray | None, unsigned: Path | None, dst: Path, fmt: str,
                 raise ProvenanceError(f"soft binding needs the post-hoc watermark, which is unavailable "
                                       f"({why_not}); sign with --no-watermark")
             wm_key = softbinding.load_key(keys.dir, create=True)
-            bid = store.new_binding_id(softbinding.payload_bits())
-            marked = softbinding.embed(pixels, bid, wm_key)
+            binding = {"alg": softbinding.algorithm(), **_binding_for(pixels, wm_key, store)}
+            if binding["mode"] == "reused":
+                marked = pixels
+            else:
+                binding["binding_id"] = store.new_binding_id(softbinding.payload_bits())
+                marked = softbinding.embed(pixels, binding["binding_id"], wm_key)
+            bid = binding["binding_id"]
             _encode(marked, fmt, staged, fps)
-            binding = {"alg": softbinding.algorithm(), "binding_id": bid}
             unsigned = staged
             # self-check: can the id be read back from the file as written? (not a robustness test)
             back = softbinding.detect(staged, keys.dir)
             readable = bool(back.get("detected")) and back.get("payload") == bid
+            if not readable and softbinding.can_match():  # what verify falls back to
+                readable = softbinding.match_pixels(softbinding._frames(staged), wm_key, [bid])["detected"]
         # 3. the manifest
         definition = manifest_definition(title=title or dst.name, fmt=fmt, action=action,
                                          architecture=architecture, checkpoint_sha256=checkpoint_sha256,
@@ -259,7 +279,8 @@ def _sign(pixels: np.ndarray | None, unsigned: Path | None, dst: Path, fmt: str,
         if binding:
             store.add(binding_id=binding["binding_id"], manifest_label=label, algorithm=binding["alg"],
                       asset_sha256=sha, format=mime, manifest=manifest_bytes, signer=keys.signer_name,
-                      path=str(Path(record_path or dst).resolve()))
+                      path=str(Path(record_path or dst).resolve()), binding=binding["mode"],
+                      phash=softbinding.phash(marked))
         os.chmod(signed, 0o644 & ~_umask())
         os.replace(signed, dst)
     finally:
@@ -276,6 +297,25 @@ def _sign(pixels: np.ndarray | None, unsigned: Path | None, dst: Path, fmt: str,
             "signer": keys.signer_name, "sha256": sha,
             "soft_binding": binding, "watermarked": binding is not None,
             "manifest_bytes": len(manifest_bytes), "seconds": round(time.time() - t0, 3)}
+
+
+def _binding_for(pixels: np.ndarray, wm_key, store: ManifestStore) -> dict:
+    """How step 2 binds: {"mode": "reused", "binding_id", "existing"} when the pixels carry our
+    mark whose id decodes (or the store's known-payload test names it), else {"mode": "embedded"}
+    with what was found ("existing": an unreadable earlier mark, or None)."""
+    found = softbinding.existing_mark(pixels, wm_key)
+    if not found["detected"]:
+        return {"mode": "embedded", "existing": None}
+    if found["payload"]:
+        return {"mode": "reused", "binding_id": found["payload"], "existing": {**found, "read": "decoded"}}
+    cands = store.nearest(softbinding.phash(pixels), softbinding.MAX_CANDIDATES)
+    if cands and softbinding.can_match():
+        frames = pixels if pixels.ndim == 4 else pixels[None]
+        m = softbinding.match_pixels(frames, wm_key, list(dict.fromkeys(r["binding_id"] for r in cands)))
+        if m["detected"]:
+            return {"mode": "reused", "binding_id": m["payload"],
+                    "existing": {**found, "payload": m["payload"], "read": "known-payload test"}}
+    return {"mode": "embedded", "existing": {**found, "read": "unreadable: a new id was embedded over it"}}
 
 
 def _active_label(manifest_bytes: bytes) -> str:

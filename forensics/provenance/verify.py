@@ -6,9 +6,10 @@
    signer unknown), `invalid` (something failed: a hash, the signature, the structure) or
    `no_manifest`. Every status code is listed with the SDK's explanation and ours.
 3. Soft binding: when the file has no manifest or an invalid one, look for the post-hoc
-   watermark; a binding id found there is looked up in the manifest store and the stored
-   manifest's signature is verified on its own (its hard binding cannot match a re-encoded copy,
-   and the report says so).
+   watermark; a binding id decoded there, or else confirmed by the watermark's known-payload
+   test among the store rows nearest in perceptual hash (see `recover`), is looked up in the
+   manifest store and the stored manifest's signature is verified on its own (its hard binding
+   cannot match a re-encoded copy, and the report says so).
 """
 
 from __future__ import annotations
@@ -180,20 +181,27 @@ def manifest_fields(m: dict) -> dict:
     gen = ", ".join(f"{g.get('name')} {g.get('version') or ''}".strip() for g in gens if isinstance(g, dict))
     actions, dst, soft, generator = [], None, None, None
     for a in m.get("assertions") or []:
-        lab, d = a.get("label", ""), a.get("data") or {}
+        # An assertion's data is whatever CBOR the file carries, even when its hash fails:
+        # anything may sit where a map, a list or a string belongs.
+        lab, d = a.get("label", ""), a.get("data")
+        d = d if isinstance(d, dict) else {}
         if lab.startswith("c2pa.actions"):
-            for act in d.get("actions") or []:
+            acts = d.get("actions")
+            for act in acts if isinstance(acts, list) else []:
+                if not isinstance(act, dict):
+                    continue
                 item = {"action": act.get("action")}
                 for key in ("digitalSourceType", "softwareAgent", "description", "parameters"):
                     if act.get(key) is not None:
                         item[key] = act[key]
                 actions.append(item)
-                if dst is None and act.get("digitalSourceType"):
+                if dst is None and isinstance(act.get("digitalSourceType"), str) and act["digitalSourceType"]:
                     dst = act["digitalSourceType"]
         elif lab.startswith("c2pa.soft-binding"):
-            soft = {"alg": d.get("alg"), "binding_id": None}
+            soft = {"alg": d.get("alg"), "binding_id": None, "description": d.get("name")}
             blocks = d.get("blocks") or []
-            if blocks and isinstance(blocks[0], dict) and isinstance(blocks[0].get("value"), str):
+            b0 = blocks[0] if isinstance(blocks, list) and blocks else None
+            if isinstance(b0, dict) and isinstance(b0.get("value"), str):
                 try:
                     soft["binding_id"] = base64.b64decode(blocks[0]["value"], validate=True).hex()
                 except ValueError:
@@ -253,31 +261,62 @@ def _code(s: dict, kind: str, prefix: str) -> dict:
 
 
 def recover(p: Path, ctx, *, keys_dir=None, watermark_result: dict | None = None) -> tuple[dict | None, dict]:
-    """Find the manifest through the watermark's binding id; (recovered or None, what was tried)."""
+    """Find the manifest through the watermark; (recovered or None, what was tried).
+
+    1. The watermark decodes an id (CRC-valid, p ≤ 1e-6): the store's rows for it; when several
+       manifests share the id (bound to an existing mark), the one nearest in perceptual hash.
+    2. No id decodes: the known-payload test on the ids of the store rows nearest in perceptual
+       hash (softbinding.py); a match at p ≤ softbinding.MATCH_THRESHOLD names the row.
+    """
     why = softbinding.unavailable()
     if why:
         return None, {"ran": False, "reason": f"soft binding unavailable: {why}"}
     wm = watermark_result if watermark_result is not None else softbinding.detect(p, keys_dir)
-    check = {"ran": True, "watermark": wm}
-    if not wm.get("detected"):
-        check["reason"] = "no soft-binding watermark found" + (f" ({wm['reason']})" if wm.get("reason") else "")
+    check: dict = {"ran": True, "watermark": wm}
+    if wm.get("reason") and not wm.get("detected"):  # no key, or too small to carry a mark
+        check["reason"] = f"no soft-binding watermark found ({wm['reason']})"
         return None, check
-    if not wm.get("payload"):
-        pv = wm.get("p_value")
-        check["reason"] = (f"a watermark is present{' (p=%.2g)' % pv if isinstance(pv, (int, float)) else ''} "
-                           "but its payload did not decode (error correction failed): no binding id")
-        return None, check
-    from .store import ManifestStore
+    from .store import ManifestStore, hamming
 
+    payload = wm.get("payload") if wm.get("detected") else None
     store_path = _keys.resolve_dir(keys_dir) / _keys.STORE
     if not store_path.is_file():
-        check["reason"] = f"watermark id {wm['payload']} found, but there is no manifest store at {store_path}"
+        check["reason"] = (f"watermark id {payload} found, but there is no manifest store at {store_path}" if payload
+                           else f"no soft-binding watermark found, and no manifest store at {store_path}")
         return None, check
+    qhash = softbinding.file_phash(p)
+    check["phash"] = qhash
+    read = None
     with ManifestStore(store_path, create=False) as st:
-        row = st.get(str(wm["payload"]))
-    if row is None:
-        check["reason"] = f"watermark id {wm['payload']} is not in the manifest store {store_path}"
+        if payload:
+            rows = st.rows_for(str(payload))
+            read = {"method": "decoded", "p_value": wm.get("p_value")}
+        else:
+            cands = st.nearest(qhash, softbinding.MAX_CANDIDATES) if softbinding.can_match() else []
+            rows = []
+            if cands:
+                ids = list(dict.fromkeys(r["binding_id"] for r in cands))
+                m = softbinding.match_pixels(softbinding._frames(p), softbinding.load_key(keys_dir), ids)
+                check["match"] = m
+                if m["detected"]:
+                    rows = [r for r in cands if r["binding_id"] == m["payload"]]
+                    read = {"method": "known-payload test", "p_value": m["p_value"], "candidates": len(ids)}
+    if not rows:
+        m = check.get("match")
+        tried = (f"; the known-payload test of the {m['candidates']} stored id(s) nearest in perceptual hash "
+                 f"found none (best p={m['p_value']:.2g})" if m else "")
+        pv = wm.get("p_value")
+        if payload:
+            check["reason"] = f"watermark id {payload} is not in the manifest store {store_path}"
+        elif wm.get("detected"):
+            check["reason"] = (f"a watermark is present{' (p=%.2g)' % pv if isinstance(pv, (int, float)) else ''} "
+                               f"but its payload did not decode (error correction failed){tried}")
+        else:
+            check["reason"] = f"no soft-binding watermark found{tried}"
         return None, check
+    for r in rows:
+        r["phash_distance"] = hamming(qhash, r["phash"]) if r.get("phash") else None
+    row = min(rows, key=lambda r: 65 if r["phash_distance"] is None else r["phash_distance"])  # ties: newest
     import c2pa
 
     try:
@@ -285,7 +324,7 @@ def recover(p: Path, ctx, *, keys_dir=None, watermark_result: dict | None = None
             state = r.get_validation_state()
             data = json.loads(r.json())
     except c2pa.C2paError as exc:
-        check["reason"] = f"the stored manifest for id {wm['payload']} cannot be read ({_reason(exc)})"
+        check["reason"] = f"the stored manifest for id {row['binding_id']} cannot be read ({_reason(exc)})"
         return None, check
     rec = describe(data, state)
     fails = set(rec["failures"]) - EXPECTED_ON_RECOVERY
@@ -295,6 +334,11 @@ def recover(p: Path, ctx, *, keys_dir=None, watermark_result: dict | None = None
     rec.update({
         "via": "watermark",
         "binding_id": row["binding_id"],
+        "binding_read": read["method"],
+        "binding_p_value": read["p_value"],
+        "binding": row.get("binding"),
+        "manifests_for_id": len(rows),
+        "phash_distance": row["phash_distance"],
         "algorithm": row["algorithm"],
         "manifest_id": row["manifest_label"],
         "signature": ("trusted" if trusted else "valid") if signature_ok else "invalid",
@@ -327,8 +371,9 @@ def summarize(r: dict) -> str:
     rec = r.get("recovered")
     if rec:
         rsrc = rec.get("digital_source_type_short")
+        how = "" if rec.get("binding_read") in (None, "decoded") else f", {rec['binding_read']}"
         s += (f"; manifest {rec['manifest_id']} RECOVERED through the watermark soft binding "
-              f"(id {rec['binding_id']}, signature {rec['signature']}"
+              f"(id {rec['binding_id']}{how}, signature {rec['signature']}"
               f"{', declares ' + rsrc if rsrc else ''})")
     elif r.get("soft_binding_check") and r["soft_binding_check"].get("reason"):
         s += f"; {r['soft_binding_check']['reason']}"

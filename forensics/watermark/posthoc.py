@@ -23,7 +23,8 @@ index modulation, Chen & Wornell 2001):
    value the host pushes below a margin τ gets the deficit added on its chips (the least
    energy that reaches τ; τ as large as the energy budget allows). The pattern is multiplied
    by a texture mask (less in flat regions), scaled to 2.0 grey levels RMS × strength
-   (× 1.2 for video) and added equally to R, G and B: PSNR ≈ 42 dB (video ≈ 40.5 dB).
+   (× 1.2 for video, × 1.15 for 128–255 px images) and added equally to R, G and B:
+   PSNR ≈ 42 dB (video ≈ 40.5 dB, 128–255 px ≈ 40.9 dB).
    Below 128 px per side (one to three periods) the host dwarfs any additive mark at that
    PSNR, so the payload is written by phase QIM instead: each payload coefficient's phase is
    moved to the nearest angle φ_k + 2πj/M of the wanted parity (M = 8, 16 or 32: the coarsest
@@ -52,10 +53,23 @@ index modulation, Chen & Wornell 2001):
    whatever its content — because the randomness is the key's. `detected` iff p ≤ threshold
    (default 1e-6: the false-positive rate per file); the payload is reported only when
    detected and its CRC checks, so a garbage payload needs a 2⁻³² CRC accident.
+   `detect_aligned` runs only the aligned attempts (N = 4): a quick test for an unmoved mark.
+7. Known-payload test (`match`: soft binding, where a manifest store names the few payloads
+   that can be there). Decoding 64 unknown bits needs far more energy than telling whether one
+   known codeword is present, so this reads marks that Viterbi + CRC cannot (JPEG 75 at 128 px).
+   At the native aligned sync, for candidate c with chip signs s_c: z_pay = Σ_i x_i s_c(i) /
+   ‖x‖ over the payload chips x_i (keyed signs applied; per QIM reading too on small images)
+   and z_pil = S/√(m/2); Z = (w₁ z_pay + w₂ z_pil)/√(w₁² + w₂²) with fixed weights. For media
+   not marked with this key the chip signs are iid ±1 independent of the x_i (Hoeffding) and
+   E e^{λ cos U} = I₀(λ) ≤ e^{λ²/4}, so Z is sub-Gaussian with proxy 1 and
+   p = N_readings · N_candidates · e^{−Z²/2}. The candidates must be chosen without looking at
+   the key (a perceptual hash does). A mark with another payload is not covered by the bound:
+   its codeword overlaps a candidate's, so callers test only when no CRC-valid payload was read.
 
 Capacity and limits: 32 bits at every size from 32×32. 32–127 px: QIM, clean and noise-robust
-only. Halving needs ≥ 256 px (P = 64). Dense uniform texture (gravel, foliage) can drown the
-mark at PSNR 42 at 256 px; `strength` trades PSNR for robustness. Video motion is handled for
+only (the known-payload test does not rescue JPEG there either). Halving needs ≥ 256 px
+(P = 64). Dense uniform texture (gravel, foliage) can drown the mark at PSNR 42 at 256 px for
+the decoder (the known-payload test still reads it); `strength` trades PSNR for robustness. Video motion is handled for
 translation (per-frame sync), not zoom. A periodic mark's spectral comb is visible to an
 adversary who looks for it: the aim is robustness to ordinary processing and honest
 false-positive control, not secrecy of the mark's presence.
@@ -92,6 +106,9 @@ MIN_SIDE = 32
 DEFAULT_THRESHOLD = 1e-6
 DEFAULT_RMS = 2.0  # luminance RMS of the mark at strength 1 (PSNR ≈ 42 dB)
 VIDEO_GAIN = 1.2  # video frames get 1.2× (PSNR ≈ 40.5 dB): H.264 at CRF 28 removes more
+# 128–255 px images get 1.15× (PSNR ≈ 40.9 dB): they hold a quarter of a 256² mark's energy, and
+# their 32–45 px period puts the band where JPEG quantises hardest (bench/provenance.py)
+MID_GAIN = 1.15
 MARGIN_FLOOR = 0.5  # smallest payload-chip amplitude, relative to plain embedding
 SMALL_SIDE = 128  # below this (one to three periods) crops and rescaling are out of reach, so
 SMALL_PILOT = 0.35  # energy goes from the pilot to the payload
@@ -414,7 +431,7 @@ def embed_frames(frames: np.ndarray, key: WatermarkKey, payload: bytes, strength
     c = coefficients(lay, payload)
     coded = conv_encode(_message(payload, lay.crc_mask))
     unit = render(c, lay.k, period, h, w)
-    gain = VIDEO_GAIN if len(frames) > 1 else 1.0  # H.264 is a harsher channel than PNG/JPEG
+    gain = max(VIDEO_GAIN if len(frames) > 1 else 1.0, size_gain(h, w))  # never both: PSNR ≥ 40
     scale = DEFAULT_RMS * strength * gain / float(np.sqrt(np.mean(unit * unit)))
     out = np.empty_like(frames)
     for i, f in enumerate(frames):
@@ -424,6 +441,12 @@ def embed_frames(frames: np.ndarray, key: WatermarkKey, payload: bytes, strength
         delta = scale * m * render(x, lay.k, period, h, w)
         out[i] = np.clip(np.round(f.astype(np.float32) + delta[..., None]), 0, 255).astype(np.uint8)
     return out
+
+
+def size_gain(h: int, w: int) -> float:
+    """The additive mark's amplitude factor for this image size (QIM sizes spend a budget of
+    their own; from 256 px up the default is already robust)."""
+    return MID_GAIN if SMALL_SIDE <= min(h, w) < 2 * SMALL_SIDE else 1.0
 
 
 def _informed(y: np.ndarray, m: np.ndarray, c: np.ndarray, probe: np.ndarray, period: float,
@@ -829,6 +852,41 @@ def detect_lumas(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = 
         statistic=best["stat"], pilot_p=float(best["p_pilot"]), soft=best["soft"])
 
 
+N_ALIGNED = 1 + len(QIM_LEVELS)  # the native unshifted attempts, as a test of their own
+
+
+def detect_aligned(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = DEFAULT_THRESHOLD) -> Detection:
+    """Only the native, unshifted attempts of `detect_lumas` (additive and the QIM readings) with
+    their own budget, p = 2·N_ALIGNED·min q: milliseconds instead of the full search. It finds a
+    mark on pixels that were not moved since it was embedded (a signer checking for our mark)."""
+    if not lumas:
+        raise MediaError("no frame to analyse")
+    h, w = lumas[0].shape
+    _check_size(h, w)
+    if not (0 < threshold < 1):
+        raise UsageError(f"threshold must be in (0, 1); got {threshold}")
+    lay = layout_for(key.secret)
+    period = tile_period(h, w)
+    f = lattice_spectrum(lumas, np.eye(2) / period, lay.k)
+    surf = _pilot_surface(f, lay)
+    p_pilot = chernoff_tail(float(surf[0, 0]), len(lay.pilot))
+    best: tuple | None = None
+    for lv in (0,) + QIM_LEVELS:
+        res = _finish(_soft_at(f, surf, (0, 0), lay, lv), lay)
+        q = p_pilot * (2.0 ** -CRC_BITS if res["valid"] else 1.0)
+        if best is None or q < best[0]:
+            best = (q, lv, res)
+    q, lv, res = best
+    p = min(1.0, 2.0 * N_ALIGNED * q)
+    detected = p <= threshold
+    return Detection(
+        detected=bool(detected), payload=res["payload"] if detected and res["valid"] else None,
+        p_value=float(p), bit_accuracy=res["accuracy"] if detected else None, frames_used=len(lumas),
+        threshold=threshold, payload_valid=bool(detected and res["valid"]),
+        sync="aligned" + (f" QIM {lv}" if lv else ""), period=period, rotation_deg=0.0,
+        statistic=float(surf[0, 0]), pilot_p=float(p_pilot), soft=res["soft"])
+
+
 def _peaks(surf: np.ndarray, n: int) -> list[tuple[int, int]]:
     """The n highest local maxima of a cyclic surface (3×3 neighbourhood)."""
     from scipy.ndimage import maximum_filter
@@ -888,15 +946,22 @@ def _soft_at(f: np.ndarray, surf: np.ndarray, d: tuple[int, int], lay: Layout,
 
 
 def _soft(aligned: np.ndarray, lay: Layout, qim: int = 0) -> np.ndarray:
-    """Soft coded bits (positive favours 0) from key-aligned coefficients: each payload frequency
-    gives two chips (real, imaginary), normalised by a per-radius noise scale (the host's
-    spectrum falls with frequency); each coded bit sums its chips with their keyed signs.
-    `qim` = M: the QIM reading of small images, cos(M/2 · phase) per frequency."""
+    """Soft coded bits (positive favours 0) from key-aligned coefficients: each coded bit sums
+    its chips (see `_chips`)."""
+    chips, bit = _chips(aligned, lay, qim)
+    soft = np.zeros(n_coded())
+    np.add.at(soft, bit, chips)
+    return soft
+
+
+def _chips(aligned: np.ndarray, lay: Layout, qim: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Every payload chip with its keyed sign applied, and the coded bit it carries. Additive:
+    two chips (real, imaginary) per payload frequency, normalised by a per-radius noise scale
+    (the host's spectrum falls with frequency). `qim` = M: the QIM reading of small images,
+    cos(M/2 · phase) per frequency (the parity of the phase's quantisation index, softly)."""
     v = aligned[lay.payload]
-    if qim:  # the QIM decoder: parity of the phase's quantisation index, softly
-        soft = np.zeros(n_coded())
-        np.add.at(soft, lay.qim_bit, np.cos(qim / 2.0 * np.angle(v)) * lay.qim_sign)
-        return soft
+    if qim:
+        return np.cos(qim / 2.0 * np.angle(v)) * lay.qim_sign, lay.qim_bit
     k = lay.k[lay.payload]
     r = np.round(np.hypot(k[:, 0], k[:, 1])).astype(int)
     scale = np.ones(len(v))
@@ -906,9 +971,7 @@ def _soft(aligned: np.ndarray, lay: Layout, qim: int = 0) -> np.ndarray:
     v = v / scale * math.sqrt(2)
     chips = np.empty(2 * len(v))
     chips[0::2], chips[1::2] = v.real, v.imag
-    soft = np.zeros(n_coded())
-    np.add.at(soft, lay.chip_bit, chips * lay.chip_sign)
-    return soft
+    return chips * lay.chip_sign, lay.chip_bit
 
 
 def _finish(soft: np.ndarray, lay: Layout) -> dict:
@@ -918,6 +981,74 @@ def _finish(soft: np.ndarray, lay: Layout) -> dict:
     crc = int.from_bytes(np.packbits(msg[PAYLOAD_BITS:].astype(np.uint8)).tobytes(), "big")
     return {"payload": payload.hex(), "valid": crc == (crc32(payload) ^ lay.crc_mask),
             "accuracy": acc, "soft": soft}
+
+
+# ---------------------------------------------------------------------------------------------
+# Known-payload test (step 7: a manifest store supplies the candidates)
+
+MATCH_WEIGHTS = {"additive": (2.0, 1.0), "qim": (3.0, 1.0)}  # (payload, pilot), fixed beforehand
+
+
+@dataclasses.dataclass
+class Match:
+    detected: bool
+    payload: str | None  # the best candidate (hex), only when detected
+    p_value: float
+    statistic: float  # Z of the best candidate
+    reading: str  # "additive" or "QIM M"
+    candidates: int
+    threshold: float
+
+    def to_json(self) -> dict:
+        return {"detected": self.detected, "payload": self.payload, "p_value": _sig(self.p_value),
+                "statistic": round(self.statistic, 3), "reading": self.reading,
+                "candidates": self.candidates, "threshold": self.threshold}
+
+
+def match(rgb: np.ndarray, key: WatermarkKey, payloads, threshold: float = DEFAULT_THRESHOLD) -> Match:
+    """Test one RGB image for this key's mark carrying one of the given payloads."""
+    return match_lumas([luma(np.asarray(rgb))], key, payloads, threshold)
+
+
+def match_frames(frames, key: WatermarkKey, payloads, threshold: float = DEFAULT_THRESHOLD) -> Match:
+    return match_lumas([luma(f) for f in frames], key, payloads, threshold)
+
+
+def match_lumas(lumas: list[np.ndarray], key: WatermarkKey, payloads,
+                threshold: float = DEFAULT_THRESHOLD) -> Match:
+    """The known-payload test of the module docstring (step 7), at the native aligned sync."""
+    if not lumas:
+        raise MediaError("no frame to analyse")
+    h, w = lumas[0].shape
+    _check_size(h, w)
+    if not (0 < threshold < 1):
+        raise UsageError(f"threshold must be in (0, 1); got {threshold}")
+    cands = list(dict.fromkeys(bytes(p) for p in payloads))
+    if any(len(p) * 8 != PAYLOAD_BITS for p in cands):
+        raise UsageError(f"every candidate payload is {PAYLOAD_BITS} bits")
+    if not cands:
+        return Match(False, None, 1.0, 0.0, "none", 0, threshold)
+    lay = layout_for(key.secret)
+    f = lattice_spectrum(lumas, np.eye(2) / tile_period(h, w), lay.k)
+    aligned = f * np.exp(-1j * lay.phase)
+    z_pilot = float(np.sum(np.cos(np.angle(aligned[lay.pilot])))) / math.sqrt(len(lay.pilot) / 2)
+    signs = np.stack([1.0 - 2.0 * conv_encode(_message(p, lay.crc_mask)) for p in cands])  # (C, n_coded)
+    readings = [("additive", 0)]
+    if min(h, w) < SMALL_SIDE:  # the embedder wrote QIM at one of these lattices
+        readings += [(f"QIM {lv}", lv) for lv in QIM_LEVELS]
+    best = (-math.inf, 0, "none")
+    for name, lv in readings:
+        chips, bit = _chips(aligned, lay, lv)
+        z_pay = signs[:, bit] @ chips / (math.sqrt(float(np.sum(chips * chips))) + 1e-12)  # (C,)
+        wp, wl = MATCH_WEIGHTS["qim" if lv else "additive"]
+        z = (wp * z_pay + wl * z_pilot) / math.hypot(wp, wl)
+        i = int(np.argmax(z))
+        if z[i] > best[0]:
+            best = (float(z[i]), i, name)
+    z, i, name = best
+    p = min(1.0, len(readings) * len(cands) * math.exp(-0.5 * z * z)) if z > 0 else 1.0
+    detected = p <= threshold
+    return Match(bool(detected), cands[i].hex() if detected else None, float(p), z, name, len(cands), threshold)
 
 
 # ---------------------------------------------------------------------------------------------

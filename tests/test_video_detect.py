@@ -1,0 +1,241 @@
+"""`forensics detect` on video, fast path: the numpy artifact net (equal to the timm one), seeking
+in run sampling, the per-frame patch budget, the HTML report with per-frame plot and
+thumbnails, and real clips cut from a user video folder at ~8 fps. No wall-clock assertions."""
+
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+import cv2
+import numpy as np
+import pytest
+
+from forensics import detect, media, realdata
+from forensics.detectors import artifact as A
+from forensics.detectors import base as dbase
+from forensics.detectors.base import Media
+from forensics.errors import MediaError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _textured_clip(n: int, w: int = 48, h: int = 32, seed: int = 0) -> np.ndarray:
+    """A camera panning over a real photo: every frame differs, so frames can be matched."""
+    photo = realdata._load_source("skimage:chelsea")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        y, x = (i // 7) % (photo.shape[0] - h), (3 * i) % (photo.shape[1] - w)
+        out[i] = np.clip(photo[y:y + h, x:x + w].astype(np.int16) + rng.integers(-2, 3, (h, w, 3)), 0, 255)
+    return out
+
+
+# -- the numpy artifact net ------------------------------------------------------------------
+def test_numpy_artifact_net_equals_timm_on_shipped_weights():
+    d = dbase.CHECKPOINT_ROOT / "artifact"
+    if not (d / "config.json").is_file():
+        pytest.skip("no shipped artifact checkpoint")
+    fast = A.ArtifactDetector.load(d)
+    ref = A.ArtifactDetector.load(d, backend="torch")
+    assert isinstance(fast.net, A.NumpyPatchNet)
+    rng = np.random.default_rng(0)
+    photo = realdata._load_source("skimage:coffee")
+    patches = np.concatenate([rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+                              A.patch_grid(photo)[0][:60], np.zeros((2, 32, 32, 3), np.uint8)])
+    a, b = fast.patch_outputs(patches), ref.patch_outputs(patches)
+    assert a.shape == b.shape == (len(patches), 1 + len(fast.config["classes"]))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_net_other_backbones_and_bad_state():
+    torch = pytest.importorskip("torch")
+    from forensics.detectors.artifact_torch import PatchNet
+
+    torch.manual_seed(0)
+    for spec in ({**A.BACKBONE, "layers": [2, 1, 1, 1], "stem_pool": False},
+                 {**A.BACKBONE, "stem_type": "", "stem_stride": 1, "channels": [16, 16, 32, 32]}):
+        net = PatchNet(spec, n_classes=3).eval()
+        for mod in net.modules():  # non-trivial running statistics, so folding BatchNorm matters
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.data.uniform_(0.5, 1.5)
+                mod.bias.data.uniform_(-0.2, 0.2)
+        state = {k: v.numpy() for k, v in net.state_dict().items()}
+        x = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+        np.testing.assert_allclose(A.NumpyPatchNet(spec, state, 3).outputs(x), net.outputs(x), rtol=1e-5, atol=1e-5)
+    bad = dict(state, **{"body.layer2.0.conv1.weight": np.zeros((16, 8, 3, 3), np.float32)})
+    with pytest.raises(ValueError):                     # layers that do not chain
+        A.NumpyPatchNet(spec, bad, 3)
+    state.pop("head.bias")
+    with pytest.raises(KeyError):
+        A.NumpyPatchNet(spec, state, 3)
+
+
+def test_loaded_detector_saves_and_reloads_unchanged(tmp_path):
+    d = dbase.CHECKPOINT_ROOT / "artifact"
+    if not (d / "config.json").is_file():
+        pytest.skip("no shipped artifact checkpoint")
+    det = A.ArtifactDetector.load(d)
+    det.save(tmp_path / "a")
+    from safetensors.numpy import load_file
+
+    a, b = load_file(str(d / "model.safetensors")), load_file(str(tmp_path / "a" / "model.safetensors"))
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text((d / "config.json").read_text())
+    from safetensors.numpy import save_file
+
+    save_file({k: v for k, v in a.items() if k != "head.weight"}, str(tmp_path / "bad" / "model.safetensors"))
+    from forensics.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="does not match"):
+        A.ArtifactDetector.load(tmp_path / "bad")
+
+
+# -- run sampling with seeks -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    d = tmp_path_factory.mktemp("long")
+    return media.write_mp4(d / "long.mp4", _textured_clip(600), fps=30, crf=20, preset="ultrafast")
+
+
+def test_seeking_reads_the_same_frames_as_decoding(long_clip, monkeypatch):
+    monkeypatch.setattr(media, "SEEK_MIN_GAP", 40)
+    frames, index, gap, info = media.read_frame_runs(long_clip)
+    assert gap == 4 and len(frames) == 32 and index[-1] == 599
+    plain, index2, _, eof, seeked = media._decode_frames(Path(long_clip), index, info.fps, seek=False)
+    _, _, _, _, did_seek = media._decode_frames(Path(long_clip), index, info.fps, seek=True)
+    assert did_seek is True and seeked is False and index2 == index
+    assert all(np.array_equal(a, b) for a, b in zip(frames, plain))
+
+
+def test_a_seek_to_the_wrong_frame_falls_back_to_decoding(long_clip, monkeypatch):
+    monkeypatch.setattr(media, "SEEK_MIN_GAP", 40)
+    real_capture = cv2.VideoCapture
+
+    class OffByFive:  # a broken index: the decoder lands 5 frames after the asked one
+        def __init__(self, path):
+            self.cap = real_capture(path)
+
+        def set(self, prop, value):
+            return self.cap.set(prop, value + 5)
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(media.cv2, "VideoCapture", OffByFive)
+    frames, index, _, info = media.read_frame_runs(long_clip)
+    monkeypatch.setattr(media.cv2, "VideoCapture", real_capture)
+    plain, _, _, _, _ = media._decode_frames(Path(long_clip), index, info.fps, seek=False)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, plain))
+
+
+def test_truncated_long_video_is_refused_with_seeking(long_clip, tmp_path, monkeypatch):
+    monkeypatch.setattr(media, "SEEK_MIN_GAP", 40)
+    data = Path(long_clip).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # faststart: the index still declares 600 frames
+    with pytest.raises(MediaError, match="truncated"):
+        media.read_frame_runs(cut)
+
+
+# -- the per-frame budget --------------------------------------------------------------------
+@pytest.mark.parametrize("size,expect", [((360, 640), 4), ((720, 1280), 4), ((32, 32), 32), ((120, 160), 32),
+                                         ((240, 320), 14)])
+def test_per_frame_budget_counts_patches(size, expect):
+    h, w = size
+    m = Media("x.mp4", "video", [np.zeros((h, w, 3), np.uint8)] * 32, 30.0, 300,
+              frame_index=list(range(0, 128, 4)), pair_gap=4)
+    sub = detect.per_frame_subset(m)
+    assert len(sub.frames) == expect and sub.frame_index[0] == 0 and sub.frame_index[-1] == 124
+
+
+# -- the HTML report -------------------------------------------------------------------------
+def _installed():
+    return all((dbase.CHECKPOINT_ROOT / n / "config.json").is_file() for n in ("artifact", "frequency", "temporal"))
+
+
+def test_detect_report_html_has_plot_and_thumbnails(tmp_path):
+    if not _installed():
+        pytest.skip("shipped detector checkpoints missing")
+    clip = media.write_mp4(tmp_path / "a<b>&'clip.mp4", _textured_clip(64, 64, 48), fps=16, preset="ultrafast")
+    dets = detect.load_detectors()
+    out = detect.detect_file(clip, dets, max_frames=16, report_dir=tmp_path / "rep")
+    rep = out["report"]
+    page = Path(rep["html"]).read_text()
+    assert "<b>&" not in page and "a&lt;b&gt;&amp;" in page          # the file name is escaped
+    svg = page[page.index("<svg"):page.index("</svg>") + 6]
+    root = ElementTree.fromstring(svg)                                  # well-formed
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f"{ns}polyline")) == 3                      # artifact, frequency, temporal
+    n_points = len(out["detectors"]["temporal"]["per_pair"]) + 2 * len(out["per_frame_index"])
+    assert len(root.findall(f"{ns}circle")) == n_points
+    assert len(out["per_frame_index"]) == out["frames_per_frame_detectors"] == len(out["detectors"]["artifact"]["per_frame"])
+    thumbs = rep["thumbnails"]
+    assert len(thumbs) == len(rep["suspicious_frames"]) == 6
+    ps = [r["p"] for r in rep["suspicious_frames"]]
+    assert ps == sorted(ps, reverse=True)
+    for t, r in zip(thumbs, rep["suspicious_frames"]):
+        assert Path(t).is_file() and f"src='{html.escape(quote(Path(t).name))}'" in page
+        assert f"frame {r['frame']} (" in page
+        assert media.read_image(t).shape[1] == 240
+    saved = json.loads(Path(rep["json"]).read_text())
+    assert saved["report"]["html"] == rep["html"] and saved["per_frame_index"] == out["per_frame_index"]
+
+
+def test_cli_detect_report_does_not_import_torch(tmp_path):
+    if not _installed():
+        pytest.skip("shipped detector checkpoints missing")
+    clip = media.write_mp4(tmp_path / "c.mp4", _textured_clip(40, 64, 48), fps=8, preset="ultrafast")
+    code = ("import sys, cli\n"
+            f"rc = cli.main(['detect', {str(clip)!r}, '--json', '--report', {str(tmp_path / 'r')!r}])\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'scoring imported torch'\n"
+            "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["modality"] == "video" and Path(r["report"]["html"]).is_file()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "detect", str(bad), "--report", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- real clips from a user video folder -----------------------------------------------------
+def _ramp_video(path, n, fps):
+    """Flat frames whose grey level encodes the frame number (20 + 2i)."""
+    frames = np.stack([np.full((36, 48, 3), 20 + 2 * i, np.uint8) for i in range(n)])
+    return media.write_mp4(path, frames, fps=fps, crf=10, preset="ultrafast")
+
+
+def test_folder_clips_resampled_to_8_fps_split_by_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _ramp_video(tmp_path / "a.mp4", 70, 24)        # stride 3 → 24 frames → 1 clip of 16 at 8 fps
+    _ramp_video(tmp_path / "sub" / "b.mp4", 100, 30)  # stride 4 → 25 frames → 1 clip at 7.5 fps
+    _ramp_video(tmp_path / "c.mp4", 40, 4)          # under 8 fps: every frame → 2 clips at 4 fps
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    got = list(realdata.folder_clips(tmp_path, frames=16, size=32))
+    by = {}
+    for clip, fps, source, split in got:
+        assert clip.shape == (16, 32, 32, 3) and clip.dtype == np.uint8
+        assert split == realdata.split_of(source.split(":", 1)[1])
+        by.setdefault(source, []).append((clip, fps))
+    assert sorted(by) == ["file:a.mp4", "file:c.mp4", "file:sub/b.mp4"]
+    (a, fa), = by["file:a.mp4"]
+    (b, fb), = by["file:sub/b.mp4"]
+    assert fa == 8.0 and fb == 7.5 and [f for _, f in by["file:c.mp4"]] == [4.0, 4.0]
+    levels = a.reshape(16, -1).mean(1)
+    np.testing.assert_allclose(levels, 20 + 2 * 3 * np.arange(16), atol=2)   # every 3rd frame
+    np.testing.assert_allclose(b.reshape(16, -1).mean(1), 20 + 2 * 4 * np.arange(16), atol=2)
+    c2 = by["file:c.mp4"][1][0].reshape(16, -1).mean(1)
+    np.testing.assert_allclose(c2, 20 + 2 * (16 + np.arange(16)), atol=2)    # the second clip follows
+    assert len(list(realdata.folder_clips(tmp_path, frames=16, size=32, max_clips_per_video=1))) == 3
+    assert realdata.clip_stride(30) == 4 and realdata.clip_stride(24) == 3 and realdata.clip_stride(6) == 1
