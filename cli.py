@@ -487,33 +487,44 @@ def cmd_watermark(a) -> int:
     else:
         def detect_one(f):
             return posthoc.detect_file(f, key, threshold=a.threshold, max_frames=a.max_frames)
-    files: list[Path] = []
-    for raw in a.paths:
-        p = Path(raw)
-        found = list(media.iter_media_files(p)) if p.is_dir() else [p]
-        if p.is_dir() and not found:
-            raise UsageError(f"{p}: directory contains no media files")
-        files += found
-    failed = 0
-    for f in files:
+    single = len(a.paths) == 1 and not Path(a.paths[0]).is_dir()
+
+    def files():  # streamed: a folder of 100,000 files is never listed up front
+        for raw in a.paths:
+            p = Path(raw)
+            found = False
+            for f in (media.iter_media_files(p) if p.is_dir() else [p]):
+                found = True
+                yield f
+            if p.is_dir() and not found:
+                raise UsageError(f"{p}: directory contains no media files")
+
+    tested = marked = failed = 0
+    for f in files():
         try:
             r = detect_one(f)
         except ForensicsError as exc:
             failed += 1
-            if len(files) == 1:
+            if single:
                 raise
             sys.stderr.write(f"forensics: {exc.one_line()}\n")
-            if a.json:
-                print(json.dumps({"path": str(f), "method": a.method, "error": exc.one_line()}))
+            print(json.dumps({"path": str(f), "method": a.method, "error": exc.one_line()}) if a.json
+                  else f"{'error':>8}  {f}", flush=True)
             continue
+        tested += 1
+        marked += bool(r["detected"])
         if a.json:
-            print(json.dumps(r))
+            print(json.dumps(r), flush=True)
         else:
             if a.method == "treering":
                 what = f"treering {r['arch']}" if r["detected"] else "not detected"
             else:
                 what = f"payload={r['payload'] or 'unreadable'}" if r["detected"] else "not detected"
-            print(f"{'marked' if r['detected'] else 'unmarked':>8}  {what}  p={r['p_value']:.3g}  {r['path']}")
+            print(f"{'marked' if r['detected'] else 'unmarked':>8}  {what}  p={r['p_value']:.3g}  {r['path']}",
+                  flush=True)
+    if not single:
+        summary = {"files": tested + failed, "tested": tested, "marked": marked, "failed": failed}
+        print(json.dumps({"summary": summary}) if a.json else f"{tested} tested, {marked} marked, {failed} failed")
     return 2 if failed else 0
 
 

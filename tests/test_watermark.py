@@ -163,6 +163,8 @@ def test_cli_embed_detect_round_trip(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["watermark", "detect", str(out), str(src), "--json", "--key", str(key)]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[-1] == {"summary": {"files": 2, "tested": 2, "marked": 1, "failed": 0}}
+    lines = lines[:-1]
     assert [r["detected"] for r in lines] == [True, False]
     r = lines[0]
     assert {"path", "method", "detected", "payload", "p_value", "bit_accuracy", "frames_used"} <= set(r)
