@@ -23,6 +23,17 @@ def run_cli(*args, timeout=120, env=None, cwd=None):
                           timeout=timeout, env=e, cwd=cwd or ROOT)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small ops on a shared 2-core machine: one intra-op thread is much faster than two."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
     from forensics import realdata

@@ -18,13 +18,7 @@ FAMILY = {"gan": "gan", "glow": "flow", "tarflow": "flow", "pixelcnn": "autoregr
           "vq_transformer": "autoregressive"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small ops on a shared 2-core machine: one intra-op thread is much faster than two.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(name: str, **kw) -> base.Generator:

@@ -18,14 +18,7 @@ from conftest import run_cli
 NAMES = ("ddpm", "ldm", "rectified_flow")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These small models run fastest on one thread; on a shared 2-core machine two threads each
-    contend with other processes and the file takes minutes instead of seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n: int = 48, seed: int = 0) -> torch.Tensor:

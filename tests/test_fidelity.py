@@ -18,12 +18,7 @@ from conftest import ROOT
 _PROBE = "import torch; x = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32); x[1] = x[1].flip(-1)"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from generators.hybrid import Hybrid, combined_sha256
 from conftest import ROOT
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int, seed: int, size: int = 8) -> torch.Tensor:
