@@ -302,8 +302,7 @@ def cli_batches(a, seeds: Path) -> dict:
             failed = sum("error" in x for x in rows)
             if len(rows) != n_files:
                 bad.append(f"{len(rows)} result lines for {n_files} files")
-            if name != "watermark detect" and (summary is None or summary.get("failed") != failed
-                                               or summary.get("files") != n_files):
+            if summary is None or summary.get("failed") != failed or summary.get("files") != n_files:
                 bad.append(f"summary {summary} does not match {failed} error rows of {n_files}")
             if r.returncode != (2 if failed else 0):
                 bad.append(f"exit {r.returncode} with {failed} failed files")

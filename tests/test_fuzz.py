@@ -168,7 +168,9 @@ def test_cli_watermark_detect_and_verify_on_mutated_files(tmp_path, seeds, signe
     assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
     assert all(line.startswith("forensics: ") for line in r.stderr.splitlines())
     rows = [json.loads(x) for x in r.stdout.splitlines()]
+    summary = rows.pop()["summary"]
     assert len(rows) == 8 and r.returncode == (2 if any("error" in x for x in rows) else 0)
+    assert summary["files"] == 8 and summary["failed"] == sum("error" in x for x in rows)
     for f in sorted(d.iterdir())[1:4:2]:  # the manifest-mutated ones
         r = run_cli("provenance", "verify", f, "--keys", signed["keys"])
         assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
