@@ -778,14 +778,19 @@ def detect_frames(frames, key: WatermarkKey, threshold: float = DEFAULT_THRESHOL
     return detect_lumas([luma(f) for f in frames], key, threshold)
 
 
-def detect_lumas(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = DEFAULT_THRESHOLD) -> Detection:
-    """The test of the module docstring (step 6) on luminance frames of one size."""
+def _check_lumas(lumas: list[np.ndarray], threshold: float) -> tuple[int, int]:
     if not lumas:
         raise MediaError("no frame to analyse")
     h, w = lumas[0].shape
     _check_size(h, w)
     if not (0 < threshold < 1):
         raise UsageError(f"threshold must be in (0, 1); got {threshold}")
+    return h, w
+
+
+def detect_lumas(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = DEFAULT_THRESHOLD) -> Detection:
+    """The test of the module docstring (step 6) on luminance frames of one size."""
+    h, w = _check_lumas(lumas, threshold)
     lay = layout_for(key.secret)
     k = lay.k
     m = len(lay.pilot)
@@ -877,12 +882,7 @@ def detect_aligned(lumas: list[np.ndarray], key: WatermarkKey, threshold: float 
     """Only the native, unshifted attempts of `detect_lumas` (additive and the QIM readings) with
     their own budget, p = 2·N_ALIGNED·min q: milliseconds instead of the full search. It finds a
     mark on pixels that were not moved since it was embedded (a signer checking for our mark)."""
-    if not lumas:
-        raise MediaError("no frame to analyse")
-    h, w = lumas[0].shape
-    _check_size(h, w)
-    if not (0 < threshold < 1):
-        raise UsageError(f"threshold must be in (0, 1); got {threshold}")
+    h, w = _check_lumas(lumas, threshold)
     lay = layout_for(key.secret)
     period = tile_period(h, w)
     f = lattice_spectrum(lumas, np.eye(2) / period, lay.k)
@@ -1076,12 +1076,7 @@ def match_frames(frames, key: WatermarkKey, payloads, threshold: float = DEFAULT
 def match_lumas(lumas: list[np.ndarray], key: WatermarkKey, payloads,
                 threshold: float = DEFAULT_THRESHOLD) -> Match:
     """The known-payload test of the module docstring (step 7), at the native aligned sync."""
-    if not lumas:
-        raise MediaError("no frame to analyse")
-    h, w = lumas[0].shape
-    _check_size(h, w)
-    if not (0 < threshold < 1):
-        raise UsageError(f"threshold must be in (0, 1); got {threshold}")
+    h, w = _check_lumas(lumas, threshold)
     cands = list(dict.fromkeys(bytes(p) for p in payloads))
     if any(len(p) * 8 != PAYLOAD_BITS for p in cands):
         raise UsageError(f"every candidate payload is {PAYLOAD_BITS} bits")
