@@ -28,7 +28,6 @@ compression shortcuts. Adapted to this project's 32x32 world:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -455,14 +454,8 @@ class ArtifactDetector(Detector):
         """`backend="numpy"` scores without importing torch (see NumpyPatchNet); "torch" builds
         the timm module (training code, equality checks). A backbone the numpy net does not
         implement falls back to torch."""
-        from safetensors.numpy import load_file
-
         d = Path(directory)
-        try:
-            cfg = json.loads((d / "config.json").read_text())
-            state = load_file(str(d / "model.safetensors"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read detector checkpoint {d}: {exc}") from None
+        cfg, state = cls.read_checkpoint(d, ())
         spec = {**BACKBONE, **cfg.get("backbone", {})}
         n_classes = len(cfg.get("classes") or [])
         try:
