@@ -139,10 +139,13 @@ def main() -> None:
     x_real = real_t[torch.linspace(0, len(real_t) - 1, 16).long()]
     if "ddpm" in models or (Path(a.ckpt_root) / "ddpm" / "model.safetensors").is_file():
         m = models.get("ddpm") or base.load(Path(a.ckpt_root) / "ddpm")
-        for steps, refine in ((50, 0), (50, 2)):
+        for steps, refine in ((50, 0), (50, 2), (50, 4), (50, 10), (20, 10)):
+            t0 = time.time()
             xT = m.invert(x_real, steps=steps, refine=refine)
+            t_inv = time.time() - t0
             rec = S.ddim_sample(m, noise=xT, steps=steps, clip_x0=False).clamp(-1, 1)
             inversion[f"ddim_{steps}_refine{refine}_psnr_db"] = round(_psnr(rec, x_real), 2)
+            inversion[f"ddim_{steps}_refine{refine}_invert_seconds"] = round(t_inv, 2)
         inversion["ddim_x_T_std"] = round(xT.std().item(), 3)
     if "rectified_flow" in models or (Path(a.ckpt_root) / "rectified_flow" / "model.safetensors").is_file():
         m = models.get("rectified_flow") or base.load(Path(a.ckpt_root) / "rectified_flow")

@@ -168,8 +168,9 @@ class LatentDiffusion(Generator):
         return self.from_latent(z).clamp(-1, 1)
 
     @torch.no_grad()
-    def invert(self, x: torch.Tensor, steps: int | None = None, *, refine: int = 2) -> torch.Tensor:
-        """Images → latent x_T (encode with μ, then DDIM inversion in latent space)."""
+    def invert(self, x: torch.Tensor, steps: int | None = None, *, refine: int = 10) -> torch.Tensor:
+        """Images → latent x_T (encode with μ, then DDIM inversion in latent space; `refine` as in
+        DDPM.invert)."""
         steps = steps or self.config.ddim_steps
         check_steps("ddim", steps, self.config.timesteps)
         return S.ddim_invert(self.diffusion, self.to_latent(x.to(self.device)), steps, refine=refine)

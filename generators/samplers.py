@@ -175,15 +175,38 @@ def ddim_sample(model, shape=None, *, generator: torch.Generator | None = None, 
     return x
 
 
+def _anderson_step(xs: list[torch.Tensor], fs: list[torch.Tensor]) -> torch.Tensor:
+    """Type-II Anderson mixing (Walker & Ni 2011) per batch item over the last few iterates x_k
+    and residuals f_k = G(x_k) - x_k: the next x is the combination of G(x_k) whose residual
+    is least in the least-squares sense. A tiny ridge keeps the normal equations solvable when
+    the residual differences are nearly collinear (close to convergence)."""
+    B = xs[-1].shape[0]
+    X = torch.stack([x.reshape(B, -1) for x in xs], -1).double()           # B, D, k
+    F = torch.stack([f.reshape(B, -1) for f in fs], -1).double()
+    dX, dF = X[..., 1:] - X[..., :-1], F[..., 1:] - F[..., :-1]             # B, D, k-1
+    A = dF.transpose(1, 2) @ dF
+    ridge = 1e-10 * A.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-30)
+    A = A + ridge[:, None, None] * torch.eye(A.shape[-1], dtype=A.dtype)
+    gamma = torch.linalg.solve(A, dF.transpose(1, 2) @ F[..., -1:])       # B, k-1, 1
+    x_next = X[..., -1:] + F[..., -1:] - (dX + dF) @ gamma
+    return x_next.reshape_as(xs[-1]).to(xs[-1].dtype)
+
+
 @torch.no_grad()
-def ddim_invert(model, x0: torch.Tensor, steps: int = 50, *, refine: int = 0) -> torch.Tensor:
+def ddim_invert(model, x0: torch.Tensor, steps: int = 50, *, refine: int = 0, tol: float = 1e-7,
+                history: int = 5) -> torch.Tensor:
     """Image (or latent) x_0 → x_T by the deterministic DDIM ODE run forward in t.
 
-    Step t' → t (t' < t): x_t = √ᾱ_t x̂_0 + √(1-ᾱ_t) ε̂ with ε̂ = ε_θ(x_{t'}, t) and
-    x̂_0 = (x_{t'} - √(1-ᾱ') ε̂)/√ᾱ'. DDIM sampling evaluates ε_θ(x_t, t) instead; `refine`
-    fixed-point iterations re-evaluate ε̂ at the current estimate of x_t, which makes the inversion
-    agree with `ddim_sample(..., eta=0, steps=steps, clip_x0=False)` more closely.
-    No clipping: inversion must be exactly the reverse of unclipped DDIM.
+    Step t' → t (t' < t): the x_t that the sampler's step t → t' maps back onto x_{t'} solves
+    x_t = G(x_t) = √ᾱ_t x̂_0 + √(1-ᾱ_t) ε̂ with ε̂ = ε_θ(x_t, t) and x̂_0 = (x_{t'} - √(1-ᾱ') ε̂)/√ᾱ'.
+    refine = 0 is the classic explicit inversion (ε̂ evaluated at x_{t'}, one evaluation per step).
+    refine = k spends up to k more evaluations per step solving the implicit equation. Plain
+    fixed-point iteration stalls at the two ends of the schedule, where G is barely contractive
+    (ᾱ ≈ 1 at the first step, and at t = T-1 sampling divides by √ᾱ_T ≈ 5e-5, so a residual left
+    there is amplified ~2·10⁴×); Anderson acceleration over the last `history` iterates solves
+    those steps too (measured on the shipped ddpm: 22.5 dB with 2 plain iterations, 64 dB with 10
+    Anderson iterations). Iteration stops early once every item's step residual is below `tol`
+    (RMS, in x units). No clipping: inversion must be exactly the reverse of unclipped DDIM.
     """
     ab = _schedule(model)
     ts = timesteps_for(len(ab), steps)[::-1]                                # ascending
@@ -192,12 +215,23 @@ def ddim_invert(model, x0: torch.Tensor, steps: int = 50, *, refine: int = 0) ->
         a_prev = ab[ts[i - 1]] if i > 0 else 1.0
         a_t = ab[t]
         x_prev = x
-        eps, _ = eps_x0(model, x_prev, t)
-        for k in range(refine + 1):
+
+        def G(eps: torch.Tensor) -> torch.Tensor:
             x0_hat = (x_prev - math.sqrt(1 - a_prev) * eps) / math.sqrt(a_prev)
-            x = math.sqrt(a_t) * x0_hat + math.sqrt(1 - a_t) * eps
-            if k < refine:
-                eps, _ = eps_x0(model, x, t)
+            return math.sqrt(a_t) * x0_hat + math.sqrt(1 - a_t) * eps
+
+        eps, _ = eps_x0(model, x_prev, t)
+        x = G(eps)                                                           # explicit step
+        xs, fs = [], []
+        for _ in range(refine):
+            eps, _ = eps_x0(model, x, t)
+            gx = G(eps)
+            f = gx - x
+            if f.flatten(1).pow(2).mean(1).sqrt().max().item() < tol:
+                x = gx
+                break
+            xs, fs = (xs + [x])[-history:], (fs + [f])[-history:]
+            x = _anderson_step(xs, fs) if len(xs) > 1 else gx
     return x
 
 
