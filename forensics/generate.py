@@ -131,10 +131,10 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
                     if watermark == "posthoc":
                         pixels, row["watermark"] = _posthoc_mark(pixels, wm_key, arch, s)
                     if signing_keys is not None:
-                        fps = float(getattr(model.config, "fps", 8)) if model.modality == "video" else None
+                        fps = _fps(model, use_sampler) if model.modality == "video" else None
                         _add_signed(w, fn, pixels, row, signing_keys, fps)
                     elif model.modality == "video":
-                        w.add_clip(fn, pixels, fps=float(getattr(model.config, "fps", 8)), **row)
+                        w.add_clip(fn, pixels, fps=_fps(model, use_sampler), **row)
                     else:
                         w.add_image(fn, pixels, **row)
                     made += 1
@@ -182,6 +182,13 @@ def _posthoc_mark(pixels, key, arch: str, seed: int):
     marked = posthoc.embed_frames(pixels, key, payload) if pixels.ndim == 4 else posthoc.embed(pixels, key, payload)
     return marked, {"method": "posthoc", "algorithm": posthoc.ALGORITHM, "key_fingerprint": key.fingerprint,
                     "payload": payload.hex()}
+
+
+def _fps(model, sampler: str | None) -> float:
+    """Frame rate of a video model's clips (a temporal upsampling sampler raises it)."""
+    if hasattr(model, "fps_for"):
+        return float(model.fps_for(sampler))
+    return float(getattr(model.config, "fps", 8))
 
 
 def _default_steps(model, sampler: str | None) -> int | None:

@@ -84,14 +84,25 @@ def _save_state(state_dir: Path, model, ema, opt, step: int, gen: torch.Generato
     os.replace(state_dir / ".state.json.tmp", state_dir / "state.json")
 
 
+_MISSING = object()
+
+
 def _load_state(state_dir: Path, model, ema, opt, gen: torch.Generator) -> tuple[int, list[float]]:
     f, j = state_dir / "state.safetensors", state_dir / "state.json"
     if not (f.is_file() and j.is_file()):
         return 0, []
     meta = json.loads(j.read_text())
-    if meta.get("model") != model.name or meta.get("config") != model.config.to_dict():
+    saved, now = meta.get("config") or {}, model.config.to_dict()
+    changed = {k for k in saved.keys() | now.keys() if saved.get(k, _MISSING) != now.get(k, _MISSING)}
+    added = {k for k in changed if k not in saved}
+    if meta.get("model") != model.name or changed - added:
         raise ValueError(f"the saved training state in {state_dir} is for another model/config; "
                          "remove it or choose another --out")
+    if added:
+        # Fields the family gained after this state was saved (e.g. a new training objective):
+        # the run goes on with their current values, a fine-tune that the card's history records.
+        print(f"resuming {state_dir} with config fields it predates: "
+              + ", ".join(f"{k}={now[k]!r}" for k in sorted(added)), file=sys.stderr)
     t = load_file(str(f))
     model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})

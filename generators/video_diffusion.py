@@ -20,6 +20,12 @@
 - Autoregressive extension: sample T frames, then repeatedly condition on the last `context`
   frames and keep the T - context new ones, until `frames` are made (so `--frames 32` works with
   a T = 8 model). Sampling uses the shared DDPM / DDIM samplers (generators/samplers.py).
+- Second stage, temporal super-resolution (the cascades of Imagen Video §2.1 and Make-A-Video's
+  frame interpolation network §3.3: a low-frame-rate clip first, then frames in between): the
+  same network, conditioned on frames given at the even slots of a window, denoises the odd
+  slots. Training draws that mask for a `p_interp` share of the conditioned clips. Samplers
+  `ddim+tsr` / `ddpm+tsr` (architecture `video_diffusion_tsr`) make a base clip of ⌈(F+1)/2⌉
+  frames, then fill in between its frames: F frames at twice the frame rate.
 """
 
 from __future__ import annotations
@@ -168,7 +174,9 @@ class VideoDiffusionConfig(Config):
     frames: int = 8            # T of one denoised chunk
     fps: float = 8.0
     context: int = 4           # frames conditioned on when extending a clip
-    p_cond: float = 0.5        # training: probability that a clip's first `context` frames are given
+    p_cond: float = 0.5        # training: probability that a clip is conditioned on given frames
+    p_interp: float = 0.5      # of those, the share given its even frames (temporal super-resolution)
+                               # rather than its first `context` frames (extension)
     ch: int = 32
     mults: list = dataclasses.field(default_factory=lambda: [1, 2])
     num_res: int = 1
@@ -238,11 +246,14 @@ class VideoDiffusion(Generator):
         return s * x_t + a * v, a * x_t - s * v                             # ε̂, x̂_0 from v̂
 
     def _cond_mask(self, x0: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        """(B, T, 1, 1, 1): 1 on the first `context` frames of the clips drawn to be conditioned."""
+        """(B, T, 1, 1, 1): for the clips drawn to be conditioned, 1 on the first `context`
+        frames (extension) or, for a `p_interp` share of them, on the even frames (in-betweening)."""
         b, T = x0.shape[:2]
         use = (torch.rand(b, generator=gen) < self.config.p_cond).to(x0.device)
-        first = torch.arange(T, device=x0.device) < self.config.context
-        return (use[:, None] & first[None]).float().view(b, T, 1, 1, 1)
+        interp = (torch.rand(b, generator=gen) < self.config.p_interp).to(x0.device)
+        slots = torch.arange(T, device=x0.device)
+        given = torch.where(interp[:, None], (slots % 2 == 0)[None], (slots < self.config.context)[None])
+        return (use[:, None] & given).float().view(b, T, 1, 1, 1)
 
     def loss_at(self, x0, t, eps, mask, weighted: bool = True) -> torch.Tensor:
         a, s = self._coefs(t)
@@ -267,50 +278,103 @@ class VideoDiffusion(Generator):
 
     # -- sampling ----------------------------------------------------------------------------
     def samplers(self) -> list[str]:
-        return ["ddim", "ddpm"]
+        return ["ddim", "ddpm", "ddim+tsr", "ddpm+tsr"]
+
+    @staticmethod
+    def _split(sampler: str) -> tuple[str, bool]:
+        """`ddim+tsr` → ("ddim", True): the diffusion sampler and whether the clip is upsampled in time."""
+        base, _, stage = sampler.partition("+")
+        if base not in ("ddim", "ddpm") or stage not in ("", "tsr"):
+            raise GeneratorError(f"unknown sampler {sampler!r} for video_diffusion; use ddim, ddpm, ddim+tsr or ddpm+tsr")
+        return base, stage == "tsr"
 
     def steps_for(self, sampler: str | None) -> int:
-        return self.config.ancestral_steps if sampler == "ddpm" else self.config.ddim_steps
+        base, _ = self._split(sampler or self.default_sampler)
+        return self.config.ancestral_steps if base == "ddpm" else self.config.ddim_steps
+
+    def fps_for(self, sampler: str | None) -> float:
+        """Frame rate of the clips a sampler makes (temporal super-resolution doubles it)."""
+        _, tsr = self._split(sampler or self.default_sampler)
+        return self.config.fps * (2 if tsr else 1)
+
+    def _denoise(self, full: torch.Tensor, mask: torch.Tensor, *, generator, sampler, steps, eta) -> torch.Tensor:
+        """One window (n, T, 3, S, S): frames where mask = 1 are given (their pixels in `full`) and
+        kept; the others are sampled."""
+        den = _Denoiser(self, full, mask)
+        if sampler == "ddpm":
+            x = S.ddpm_sample(den, full.shape, generator=generator, steps=steps)
+        elif sampler == "ddim":
+            x = S.ddim_sample(den, full.shape, generator=generator, steps=steps, eta=eta or 0.0)
+        else:
+            raise GeneratorError(f"unknown sampler {sampler!r} for video_diffusion; use ddim or ddpm")
+        keep = mask.bool().expand_as(x)
+        return torch.where(keep, full, x.clamp(-1, 1))
 
     def _chunk(self, n, cond, k, *, generator, sampler, steps, eta):
         c, T, s = self.config, self.config.frames, self.config.image_size
-        shape = (n, T, c.channels, s, s)
-        full = torch.zeros(shape, device=self.device)
+        full = torch.zeros((n, T, c.channels, s, s), device=self.device)
         mask = torch.zeros(n, T, 1, 1, 1, device=self.device)
         if k:
             full[:, :k] = cond
             mask[:, :k] = 1
-        den = _Denoiser(self, full, mask)
-        if sampler == "ddpm":
-            x = S.ddpm_sample(den, shape, generator=generator, steps=steps)
-        elif sampler == "ddim":
-            x = S.ddim_sample(den, shape, generator=generator, steps=steps, eta=eta or 0.0)
-        else:
-            raise GeneratorError(f"unknown sampler {sampler!r} for video_diffusion; use ddim or ddpm")
-        x = x.clamp(-1, 1)
-        if k:
-            x[:, :k] = cond
-        return x
+        return self._denoise(full, mask, generator=generator, sampler=sampler, steps=steps, eta=eta)
+
+    @torch.no_grad()
+    def interpolate(self, clip: torch.Tensor, *, generator, steps=None, sampler=None,
+                    eta: float | None = None) -> torch.Tensor:
+        """Temporal super-resolution: clips (n, t ≥ 2, 3, S, S) → (n, 2t - 1, …), a new frame
+        sampled between every two given ones. Windows of T slots hold ⌈T/2⌉ given frames at the
+        even slots; consecutive windows share a given frame, so every gap is filled once, with
+        both of its neighbours (and more context around them) in view."""
+        sampler = sampler or self.default_sampler
+        steps = steps or self.steps_for(sampler)
+        check_steps(sampler, steps, self.config.timesteps)
+        n, t = clip.shape[:2]
+        if t < 2:
+            raise GeneratorError(f"a clip to upsample in time needs at least 2 frames; got {t}")
+        c, T, s = self.config, self.config.frames, self.config.image_size
+        g = (T + 1) // 2                                                    # given frames per window
+        clip = clip.to(self.device).float()
+        out = torch.zeros((n, 2 * t - 1, c.channels, s, s), device=self.device)
+        out[:, ::2] = clip
+        j = 0
+        while True:
+            j = max(0, min(j, t - g))
+            k = min(g, t - j)                                               # given frames in this window
+            full = torch.zeros((n, T, c.channels, s, s), device=self.device)
+            mask = torch.zeros(n, T, 1, 1, 1, device=self.device)
+            full[:, 0:2 * k:2] = clip[:, j:j + k]
+            mask[:, 0:2 * k:2] = 1
+            x = self._denoise(full, mask, generator=generator, sampler=sampler, steps=steps, eta=eta)
+            out[:, 2 * j + 1:2 * (j + k) - 1:2] = x[:, 1:2 * k - 1:2]        # the gaps between given frames
+            if j + k >= t:
+                return out
+            j += g - 1
 
     @torch.no_grad()
     def sample(self, n, *, generator, steps=None, sampler=None, frames: int | None = None,
                eta: float | None = None, context: int | None = None) -> torch.Tensor:
         """n clips (n, frames, 3, S, S): one chunk of T frames, then chunks conditioned on the
-        last `context` frames, each adding T - context new frames."""
-        sampler = sampler or self.default_sampler
-        steps = steps or self.steps_for(sampler)
-        check_steps(sampler, steps, self.config.timesteps)
+        last `context` frames, each adding T - context new frames. With a `+tsr` sampler, a clip
+        of ⌈(frames+1)/2⌉ frames made so, then upsampled in time (default frames: 2T)."""
+        base, tsr = self._split(sampler or self.default_sampler)
+        steps = steps or self.steps_for(base)
+        check_steps(base, steps, self.config.timesteps)
         T = self.config.frames
-        frames = T if frames is None else int(frames)
+        frames = (2 * T if tsr else T) if frames is None else int(frames)
         k = self.config.context if context is None else int(context)
         if frames < 1:
             raise GeneratorError(f"--frames must be ≥ 1; got {frames}")
         if not 1 <= k < T:
             raise GeneratorError(f"context must be between 1 and {T - 1}; got {k}")
-        clip = self._chunk(n, None, 0, generator=generator, sampler=sampler, steps=steps, eta=eta)
-        while clip.shape[1] < frames:
-            nxt = self._chunk(n, clip[:, -k:], k, generator=generator, sampler=sampler, steps=steps, eta=eta)
+        want = max(2, (frames + 2) // 2) if tsr else frames                  # 2·want - 1 ≥ frames
+        clip = self._chunk(n, None, 0, generator=generator, sampler=base, steps=steps, eta=eta)
+        while clip.shape[1] < want:
+            nxt = self._chunk(n, clip[:, -k:], k, generator=generator, sampler=base, steps=steps, eta=eta)
             clip = torch.cat([clip, nxt[:, k:]], 1)
+        clip = clip[:, :want]
+        if tsr:
+            clip = self.interpolate(clip, generator=generator, steps=steps, sampler=base, eta=eta)
         return clip[:, :frames]
 
     def extend(self, clip: torch.Tensor, frames: int, *, generator, steps=None, sampler=None) -> torch.Tensor:
@@ -336,7 +400,7 @@ class VideoDiffusion(Generator):
         data = data[torch.linspace(0, len(data) - 1, min(48, len(data))).long()][:, :self.config.frames]
         g = torch.Generator().manual_seed(seed)
         ts = torch.linspace(0, self.config.timesteps - 1, levels).round().long()
-        tot = {"test_loss": 0.0, "test_loss_conditioned": 0.0, "test_eps_mse": 0.0}
+        tot = {"test_loss": 0.0, "test_loss_conditioned": 0.0, "test_loss_interp": 0.0, "test_eps_mse": 0.0}
         count = 0
         for i in range(0, len(data), batch):
             x = data[i:i + batch].to(self.device).float()
@@ -348,6 +412,8 @@ class VideoDiffusion(Generator):
                 given = (torch.arange(T, device=x.device) < self.config.context).float().view(1, T, 1, 1, 1).expand(b, -1, -1, -1, -1)
                 tot["test_loss"] += self.loss_at(x, tt, eps, none, weighted=False).item() * b
                 tot["test_loss_conditioned"] += self.loss_at(x, tt, eps, given, weighted=False).item() * b
+                even = (torch.arange(T, device=x.device) % 2 == 0).float().view(1, T, 1, 1, 1).expand(b, -1, -1, -1, -1)
+                tot["test_loss_interp"] += self.loss_at(x, tt, eps, even, weighted=False).item() * b
                 a, s = self._coefs(tt)
                 eps_hat, _ = self.predict_eps_x0(a * x + s * eps, tt, x, none)
                 tot["test_eps_mse"] += F.mse_loss(eps_hat, eps).item() * b
@@ -358,3 +424,4 @@ class VideoDiffusion(Generator):
 
 
 register_architecture("video_diffusion", "video_diffusion", "ddim")
+register_architecture("video_diffusion_tsr", "video_diffusion", "ddim+tsr")

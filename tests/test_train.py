@@ -27,6 +27,27 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
 
 
+def test_resume_accepts_config_fields_added_later_but_not_changed_ones(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    data = _data()
+    state = tmp_path / "state"
+    train(_model(), data, TrainConfig(steps=2, batch_size=8), state_dir=state, progress=False)
+    meta = json.loads((state / "state.json").read_text())
+    del meta["config"]["free_bits"]                  # as if saved before the family had this field
+    (state / "state.json").write_text(json.dumps(meta))
+    _, res = train(_model(), data, TrainConfig(steps=3, batch_size=8), state_dir=state, progress=False)
+    assert res.resumed_from == 2 and res.steps == 3
+    assert "free_bits" in capsys.readouterr().err    # the fine-tune is said, not silent
+    meta = json.loads((state / "state.json").read_text())
+    meta["config"]["z_dim"] += 1                    # a changed field still refuses
+    (state / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="another model/config"):
+        train(_model(), data, TrainConfig(steps=4, batch_size=8), state_dir=state, progress=False)
+
+
 def test_checkpoint_round_trip_and_registry(tmp_path):
     m = base.create("vae", "tiny")
     m.save(tmp_path / "ck")

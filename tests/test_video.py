@@ -56,6 +56,37 @@ def test_video_diffusion_autoregressive_extension(tiny_vd):
     assert torch.equal(long[:, :c.frames], short)
 
 
+def test_video_diffusion_temporal_super_resolution(tiny_vd, tmp_path):
+    m = tiny_vd
+    c = m.config
+    given = torch.rand(2, 5, 3, c.image_size, c.image_size) * 2 - 1
+    up = m.interpolate(given, generator=torch.Generator().manual_seed(0))
+    assert up.shape == (2, 9, 3, c.image_size, c.image_size)
+    assert torch.allclose(up[:, ::2], given)                      # the given frames stay, in order
+    assert up[:, 1::2].abs().max() <= 1 and up[:, 1::2].abs().sum() > 0   # every gap was sampled
+    # the training mask draws both conditionings: first `context` frames and even frames
+    masks = m._cond_mask(torch.zeros(256, c.frames, 3, 1, 1), torch.Generator().manual_seed(0)).view(256, -1)
+    rows = {tuple(r.int().tolist()) for r in masks}
+    first = tuple(int(i < c.context) for i in range(c.frames))
+    even = tuple(int(i % 2 == 0) for i in range(c.frames))
+    assert {first, even, (0,) * c.frames} <= rows and len(rows) == 3
+    # the cascade: a short base clip, then upsampled in time; clips at twice the frame rate
+    clip = m.sample(1, generator=torch.Generator().manual_seed(1), sampler="ddim+tsr", frames=7)
+    assert clip.shape[1] == 7 and m.fps_for("ddim+tsr") == 2 * c.fps
+    with pytest.raises(base.GeneratorError):
+        m.sample(1, generator=torch.Generator(), sampler="ddim+upscale")
+
+    from forensics.generate import generate
+
+    ck = m.save(tmp_path / "vd")
+    r = generate(["video_diffusion_tsr"], 1, tmp_path / "out", checkpoint=str(ck), device="cpu",
+                 progress=False, frames=6)
+    assert r["made"] == 1
+    row = Corpus(tmp_path / "out").rows[0]
+    assert (row["architecture"], row["sampler"], row["family"]) == ("video_diffusion_tsr", "ddim+tsr", "video_diffusion")
+    assert row["frames"] == 6 and row["fps"] == 2 * c.fps
+
+
 # -- latent walks ------------------------------------------------------------------------------
 def test_latent_walk_generate_writes_mp4_rows(tmp_path):
     from forensics.generate import generate
