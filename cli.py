@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fresh", action="store_true", help="ignore a saved training state")
     b.add_argument("--save-every", type=int, help="save the resumable training state every N steps")
     b.add_argument("--fid-n", type=int, help="samples for the card's Fréchet distance (default 256; 0 skips)")
+    b.add_argument("--teacher", metavar="DIR", help="reflow: the rectified_flow checkpoint to straighten "
+                   "(default: the shipped one)")
+    b.add_argument("--pairs", type=int, help="reflow: (noise, sample) couplings drawn from the teacher (default 2048)")
     b = bsub.add_parser("grid", parents=[common], help="write a sample grid PNG")
     b.add_argument("arch")
     b.add_argument("--out", help="PNG path (default: ARCH_grid.png)")
@@ -225,6 +228,19 @@ def _print(obj, as_json: bool) -> None:
 
 
 def cmd_detect(a) -> int:
+    from forensics import framepipe
+
+    # One video: ffmpeg starts decoding its sampled frames now, on the other core, while numpy,
+    # OpenCV and the detectors load (standard library only until here).
+    pipe = framepipe.start_for(a.paths, a.max_frames)
+    try:
+        return _detect(a, pipe)
+    finally:
+        if pipe is not None:
+            pipe.close()
+
+
+def _detect(a, pipe) -> int:
     from forensics import detect, media
     from forensics.errors import ForensicsError, UsageError
 
@@ -235,7 +251,7 @@ def cmd_detect(a) -> int:
     scored = failed = 0
     for f in media.expand_paths(a.paths):  # streamed: one line per file as it is scored
         try:
-            r = detect.detect_file(f, dets, max_frames=a.max_frames, report_dir=a.report)
+            r = detect.detect_file(f, dets, max_frames=a.max_frames, report_dir=a.report, prefetched=pipe)
         except ForensicsError as exc:
             if single:
                 raise
@@ -300,12 +316,13 @@ def cmd_bank(a) -> int:
                 if r.get("composes"):  # hybrid: built from other architectures' checkpoints
                     parts = [f"{p['model']}{'' if p['checkpoint'] else ' (missing)'}" for p in r["composes"].values()]
                     ck = "composes " + " + ".join(parts)
-                print(f"{r['architecture']:<16} {r['family']:<16} {r['modality']:<6} {ck}")
+                print(f"{r['architecture']:<20} {r['family']:<16} {r['modality']:<6} {ck}")
     elif a.bank_command == "train":
         card = bank.train_architecture(a.arch, out=a.out, data=a.data, minutes=a.minutes, steps=a.steps,
                                        preset=a.preset, seed=a.seed, device=a.device,
                                        per_source=a.per_source, progress=not a.quiet, resume=not a.fresh,
-                                       save_every=a.save_every, fid_n=a.fid_n)
+                                       save_every=a.save_every, fid_n=a.fid_n, teacher_dir=a.teacher,
+                                       pairs=a.pairs)
         _print(card if a.json else f"trained {card['architecture']}: {card['steps']} steps, "
                f"metrics {json.dumps(card['metrics'])}", a.json)
     elif a.bank_command == "grid":

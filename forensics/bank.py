@@ -39,6 +39,7 @@ TRAIN_DEFAULTS: dict[str, dict] = {
     # a short EMA so the saved (EMA) autoencoder catches up with the frozen one in phase 2
     "ldm": {"steps": 4000, "batch_size": 32, "lr": 6e-4, "ema_decay": 0.995},
     "rectified_flow": {"steps": 8000, "batch_size": 32, "lr": 6e-4, "ema_decay": 0.999},
+    "reflow": {"steps": 8000, "batch_size": 32, "lr": 2e-4, "ema_decay": 0.999, "warmup": 0},
     # issue 3 (GAN, flows, autoregressive): step counts above what fits; `--minutes` ends the run.
     # gan: no global gradient clipping (it would couple G and D, see generators/gan.py), Adam
     # beta1 = 0 as usual for GANs; short EMAs because the shipped runs are short.
@@ -140,9 +141,11 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
                        minutes: float | None = None, steps: int | None = None, preset: str = "cpu",
                        seed: int = 0, device: str = "auto", per_source: int = DATA_PER_SOURCE,
                        progress: bool = True, resume: bool = True, save_every: int | None = None,
-                       fid_n: int | None = None) -> dict:
+                       fid_n: int | None = None, teacher_dir: str | Path | None = None,
+                       pairs: int | None = None) -> dict:
     """fid_n: samples (= real images) for the card's Fréchet distance (default fidelity.DEFAULT_N,
-    capped at the real test split; 0 skips it)."""
+    capped at the real test split; 0 skips it). teacher_dir / pairs: for a model with a teacher
+    (reflow), the teacher's checkpoint (default: the shipped one) and how many couplings to draw."""
     if arch not in base.architectures():
         raise UsageError(f"unknown architecture {arch!r}; choose from {', '.join(base.architectures())}")
     model_name = base.ARCHITECTURES[arch][0]
@@ -162,6 +165,8 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
         rs, desc = real_training_data(data, model.config.image_size, seed, per_source)
         train_x = to_tensor(rs.split("train").images)
         test_x = to_tensor(rs.split("test").images)
+    if getattr(model, "teacher", None):  # reflow: the teacher's couplings replace independent noise
+        model, desc["reflow"] = _reflow_setup(model, teacher_dir, state_dir, pairs, seed, dev, progress)
     tdefaults = dict(TRAIN_DEFAULTS.get(model_name, {}))
     if steps is not None:
         tdefaults["steps"] = steps
@@ -223,6 +228,45 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
     card["history"] = history + [{"command": card["command"], "steps": card["steps"], "seconds": card["seconds"]}]
     old.write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+REFLOW_PAIRS = 2048
+
+
+def _reflow_setup(model: base.Generator, teacher_dir, state_dir: Path, pairs: int | None, seed: int,
+                  dev: torch.device, progress: bool) -> tuple[base.Generator, dict]:
+    """Start a reflow run: the model takes the teacher's config and (unless resuming) weights, and
+    trains on (ε, teacher ODE(ε)) couplings, drawn once and kept with the training state so a
+    resumed run trains on the same pairs."""
+    from safetensors.torch import load_file, save_file
+
+    tdir = Path(teacher_dir) if teacher_dir else base.CHECKPOINT_ROOT / model.teacher
+    if not (tdir / "config.json").is_file():
+        raise UsageError(f"{model.name} straightens a {model.teacher} checkpoint; none at {tdir}: "
+                         f"train one with `forensics bank train {model.teacher}`")
+    teacher = base.load(tdir, device=dev)
+    if teacher.name != model.teacher:
+        raise UsageError(f"{tdir} holds a {teacher.name} model; {model.name} needs a {model.teacher} teacher")
+    student = type(model)(type(model).Config(**teacher.config.to_dict()))
+    student.load_state_dict(teacher.state_dict())        # resumed runs load their own state over this
+    n = int(pairs or REFLOW_PAIRS)
+    cache = state_dir / "pairs.safetensors"
+    if cache.is_file():
+        t = load_file(str(cache))
+        eps, x0 = t["eps"], t["x0"]
+    else:
+        if progress:
+            print(f"reflow: drawing {n} couplings from {tdir} (Heun, {teacher.config.euler_steps} evaluations)",
+                  file=sys.stderr, flush=True)
+        eps, x0 = teacher.reflow_pairs(n, generator=torch.Generator().manual_seed(seed),
+                                       steps=teacher.config.euler_steps, batch=128)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = state_dir / ".pairs.safetensors.tmp"
+        save_file({"eps": eps.contiguous(), "x0": x0.contiguous()}, str(tmp))
+        os.replace(tmp, cache)
+    student.set_reflow_pairs((eps, x0))
+    return student, {"teacher": str(tdir), "teacher_sha256": base.checkpoint_sha256(tdir), "pairs": len(eps),
+                     "pair_sampler": f"heun, {teacher.config.euler_steps} evaluations", "pair_seed": seed}
 
 
 def _fidelity_entry(model: base.Generator, arch: str, ref: fidelity.Reference, ckpt: Path, seed: int,

@@ -223,6 +223,36 @@ def test_reflow_pairs_train(trained):
     assert math.isfinite(loss.item())
 
 
+def test_bank_train_reflow_starts_from_teacher_and_keeps_its_pairs(trained, tmp_path):
+    from forensics import bank
+    from forensics.errors import UsageError
+    from safetensors.torch import load_file
+
+    teacher = trained["rectified_flow"]["model"]
+    tdir = teacher.save(tmp_path / "teacher")
+    out = tmp_path / "reflow"
+    card = bank.train_architecture("reflow", out=out, preset="tiny", steps=2, per_source=3, progress=False,
+                                   device="cpu", teacher_dir=tdir, pairs=12, fid_n=0)
+    assert card["model"] == "reflow" and card["family"] == "flow_matching" and card["steps"] == 2
+    assert card["data"]["reflow"]["pairs"] == 12
+    assert card["data"]["reflow"]["teacher_sha256"] == base.checkpoint_sha256(tdir)
+    assert card["config"] == teacher.config.to_dict()
+    pairs = load_file(str(out / "train_state" / "pairs.safetensors"))
+    assert pairs["eps"].shape == pairs["x0"].shape == (12, 3, 32, 32)
+    student = base.load(out)
+    assert type(student).__name__ == "Reflow" and student.steps_for("euler") == 8
+    # two steps at lr 2e-4 from the teacher's weights: still close to them (not a fresh init)
+    drift = max((a - b).abs().max().item() for a, b in zip(student.state_dict().values(), teacher.state_dict().values()))
+    assert drift < 0.05
+    # resuming trains on the same stored pairs
+    card2 = bank.train_architecture("reflow", out=out, preset="tiny", steps=3, per_source=3, progress=False,
+                                    device="cpu", teacher_dir=tdir, pairs=99, fid_n=0)
+    assert card2["steps"] == 3 and card2["data"]["reflow"]["pairs"] == 12
+    with pytest.raises(UsageError, match="rectified_flow"):
+        bank.train_architecture("reflow", out=tmp_path / "x", preset="tiny", steps=1, per_source=3,
+                                progress=False, device="cpu", teacher_dir=tmp_path / "missing")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_save_load_roundtrip(trained, tmp_path, name):
     m = trained[name]["model"]
