@@ -12,9 +12,11 @@
 3. In-process on the 10 s clip: loading the detectors, then `detect_file` (sampling + decoding,
    each detector's scoring), timed after the imports.
 4. Per-frame budget check (`--budget-check`, on by default): per-frame detectors used to score 16
-   frames of a 640x360 clip and now score 4 (detect.PER_FRAME_PATCHES); on real 640x360 pans
-   over every bundled photo (and on upscaled video-diffusion clips from the video corpus when it
-   exists), the fused p and verdict with both budgets.
+   frames of a 640x360 clip, then 4 frames with every patch of their grid (220), and now 4
+   frames with an evenly spread subgrid of at most 64 patches each (detect.PER_FRAME_PATCHES,
+   FRAME_PATCHES); on real 640x360 pans over every bundled photo (and on upscaled video-diffusion
+   clips from the video corpus when it exists), the fused p and verdict with the default budget
+   and with the full grids of the same 4 frames.
 
 Timings on a shared machine are pessimistic: the load average is recorded before and after.
 
@@ -158,8 +160,8 @@ def in_process(clip: Path) -> dict:
 
 
 def budget_check(tmp: Path, w: int, h: int, fps: int, seconds: float = 3.0, n_synth: int = 10) -> dict:
-    """Fused p and verdict with per-frame detectors on 16 frames (the old pixel budget for
-    640x360) vs the default budget, on the same decoded samples."""
+    """Fused p and verdict with the default per-frame budget vs every patch of the same frames
+    (the budget before FRAME_PATCHES), on the same decoded samples."""
     import numpy as np
 
     from forensics import detect, media, realdata
@@ -192,13 +194,10 @@ def budget_check(tmp: Path, w: int, h: int, fps: int, seconds: float = 3.0, n_sy
     for label, p in clips:
         m = detect.load_media(p)
         rows = {}
-        for name, k in (("default", None), ("16_frames", 16)):
-            if k is None:
-                still = detect.per_frame_subset(m)
-            else:
-                pick = np.linspace(0, len(m.frames) - 1, min(k, len(m.frames))).round().astype(int)
-                still = dataclasses.replace(m, frames=[m.frames[i] for i in pick],
-                                            frame_index=[m.frame_index[i] for i in pick])
+        for name in ("default", "full_grid"):
+            still = detect.per_frame_subset(m)
+            if name == "full_grid":
+                still = dataclasses.replace(still, max_patches=None)
             ev = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still) for n, d in dets.items()}
             ev = {n: e for n, e in ev.items() if e is not None}
             pf, thr, _ = detect.fuse(ev, dets)
@@ -209,11 +208,11 @@ def budget_check(tmp: Path, w: int, h: int, fps: int, seconds: float = 3.0, n_sy
         p.unlink(missing_ok=True)
     out = {}
     for label, rows in per_group.items():
-        a, b = [r["default"] for r in rows], [r["16_frames"] for r in rows]
-        g = {"clips": len(rows), "frames_default": a[0]["frames"], "frames_16": b[0]["frames"],
+        a, b = [r["default"] for r in rows], [r["full_grid"] for r in rows]
+        g = {"clips": len(rows), "frames": a[0]["frames"], "patches_per_frame": {"default": detect.FRAME_PATCHES, "full_grid": "all"},
              "verdict_agreement": round(float(np.mean([x["verdict"] == y["verdict"] for x, y in zip(a, b)])), 3),
              "verdicts_default": {v: sum(x["verdict"] == v for x in a) for v in ("real", "uncertain", "synthetic")},
-             "verdicts_16": {v: sum(y["verdict"] == v for y in b) for v in ("real", "uncertain", "synthetic")},
+             "verdicts_full_grid": {v: sum(y["verdict"] == v for y in b) for v in ("real", "uncertain", "synthetic")},
              "mean_abs_dp_fused": round(float(np.mean([abs(x["p"] - y["p"]) for x, y in zip(a, b)])), 4),
              "max_abs_dp_fused": round(float(np.max([abs(x["p"] - y["p"]) for x, y in zip(a, b)])), 4)}
         for n in ("artifact", "frequency"):
@@ -225,7 +224,7 @@ def budget_check(tmp: Path, w: int, h: int, fps: int, seconds: float = 3.0, n_sy
                         "flag_agreement": round(float(np.mean([x[f"{n}_flag"] == y[f"{n}_flag"]
                                                                for x, y in zip(a, b)])), 3),
                         "flagged_default": int(sum(x[f"{n}_flag"] for x in a)),
-                        "flagged_16": int(sum(y[f"{n}_flag"] for y in b))}
+                        "flagged_full_grid": int(sum(y[f"{n}_flag"] for y in b))}
         out[label] = g
     return out
 

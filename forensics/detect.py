@@ -25,12 +25,14 @@ UNCERTAIN_LOGIT = 1.0
 DEFAULT_MAX_FRAMES = 32
 # Videos: the temporal detector uses every sampled frame (runs of consecutive pairs); per-frame
 # detectors score an evenly spread subset of about PER_FRAME_PATCHES 32x32 patches in all (at
-# least PER_FRAME_MIN frames): every frame of a small clip, 4 frames of 640x360 or larger. The
-# budget counts patches, not pixels, because each frame's grid is capped at FRAME_PATCHES: a
-# pixel budget gave a 640x360 clip 16 frames, 3.4x the CNN work of 720p (4 frames). Per-frame
-# detectors are what costs; this keeps `detect` faster than real time.
-PER_FRAME_PATCHES = 4 * 256
-FRAME_PATCHES = 256   # the artifact and frequency detectors' per-frame cap (MAX_PATCHES)
+# least PER_FRAME_MIN frames): every frame of a small clip, 4 frames of 240x320 or larger. The
+# budget counts patches, not pixels, because each frame's grid is capped at FRAME_PATCHES (an
+# evenly spread subgrid): a pixel budget gave a 640x360 clip 16 frames, 3.4x the CNN work of
+# 720p. Per-frame detectors are what costs. 4 frames x 64 patches instead of 4 x 256 (at most
+# 220 on 640x360) moved no verdict on 640x360 real pans and upscaled synthetic test clips
+# (bench/detect_video.py --budget-check) and cut `detect` on a 10 s clip by ~0.7 s.
+PER_FRAME_PATCHES = 4 * 64
+FRAME_PATCHES = 64    # per video frame; images keep the detectors' own cap (MAX_PATCHES, 256)
 PER_FRAME_MIN = 4
 MIN_SIDE = 8  # below this a frame carries no usable forensic signal
 
@@ -54,11 +56,12 @@ def load_detectors(spec: str | None = None) -> dict[str, dbase.Detector]:
     return dets
 
 
-def load_media(path: str | Path, max_frames: int = DEFAULT_MAX_FRAMES) -> dbase.Media:
+def load_media(path: str | Path, max_frames: int = DEFAULT_MAX_FRAMES, prefetched=None) -> dbase.Media:
+    """`prefetched`: a `framepipe.FramePipe` started on (path, max_frames), or None."""
     if media.sniff(path) == "video":
         # Runs of frames ~1/8 s apart at spread-out positions: per-frame detectors see frames
         # from the whole clip, the temporal detector sees consecutive pairs.
-        frames, index, gap, info = media.read_frame_runs(path, max_frames)
+        frames, index, gap, info = media.read_frame_runs(path, max_frames, prefetched=prefetched)
         h, w = frames[0].shape[:2]
         if min(h, w) < MIN_SIDE:
             raise MediaError(f"video is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed for analysis", path)
@@ -109,17 +112,17 @@ def fuse(evidence: dict, detectors: dict) -> tuple[float, float, dict]:
 
 
 def per_frame_subset(m: dbase.Media) -> dbase.Media:
-    """The frames per-frame detectors score (see PER_FRAME_PATCHES); the media itself for images
-    and small clips."""
+    """The frames per-frame detectors score, with their per-frame patch cap (see
+    PER_FRAME_PATCHES); the media itself for images."""
     if m.modality != "video":
         return m
     h, w = m.frames[0].shape[:2]
     per_frame = min(FRAME_PATCHES, max(1, (h // 32) * (w // 32)))
     k = max(PER_FRAME_MIN, PER_FRAME_PATCHES // per_frame)
     if k >= len(m.frames):
-        return m
+        return m if per_frame < FRAME_PATCHES else dataclasses.replace(m, max_patches=FRAME_PATCHES)
     pick = np.linspace(0, len(m.frames) - 1, k).round().astype(int)
-    return dataclasses.replace(m, frames=[m.frames[i] for i in pick],
+    return dataclasses.replace(m, frames=[m.frames[i] for i in pick], max_patches=FRAME_PATCHES,
                                frame_index=[m.frame_index[i] for i in pick] if m.frame_index else None)
 
 
@@ -131,9 +134,10 @@ def verdict(p: float, threshold: float) -> str:
 
 
 def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
-                max_frames: int = DEFAULT_MAX_FRAMES, report_dir: str | Path | None = None) -> dict:
+                max_frames: int = DEFAULT_MAX_FRAMES, report_dir: str | Path | None = None,
+                prefetched=None) -> dict:
     t0 = time.time()
-    m = load_media(path, max_frames)
+    m = load_media(path, max_frames, prefetched)
     still = per_frame_subset(m)
     evidence = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still)
                 for n, d in detectors.items() if m.modality in d.modalities}

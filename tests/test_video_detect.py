@@ -4,6 +4,7 @@ thumbnails, and real clips cut from a user video folder at ~8 fps. No wall-clock
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import subprocess
@@ -147,14 +148,104 @@ def test_truncated_long_video_is_refused_with_seeking(long_clip, tmp_path, monke
 
 
 # -- the per-frame budget --------------------------------------------------------------------
-@pytest.mark.parametrize("size,expect", [((360, 640), 4), ((720, 1280), 4), ((32, 32), 32), ((120, 160), 32),
-                                         ((240, 320), 14)])
+@pytest.mark.parametrize("size,expect", [((360, 640), 4), ((720, 1280), 4), ((32, 32), 32), ((120, 160), 17),
+                                         ((240, 320), 4)])
 def test_per_frame_budget_counts_patches(size, expect):
     h, w = size
     m = Media("x.mp4", "video", [np.zeros((h, w, 3), np.uint8)] * 32, 30.0, 300,
               frame_index=list(range(0, 128, 4)), pair_gap=4)
     sub = detect.per_frame_subset(m)
     assert len(sub.frames) == expect and sub.frame_index[0] == 0 and sub.frame_index[-1] == 124
+    assert sub.max_patches == (detect.FRAME_PATCHES if expect < 32 else None)
+
+
+def test_per_frame_detectors_honour_the_patch_cap():
+    if not _installed():
+        pytest.skip("shipped detector checkpoints missing")
+    frames = list(_textured_clip(6, 320, 240, seed=1))
+    m = Media("x.mp4", "video", frames, 30.0, 6, frame_index=list(range(6)))
+    dets = detect.load_detectors("artifact,frequency")
+    sub = detect.per_frame_subset(m)
+    assert len(sub.frames) == 4 and sub.max_patches == 64
+    for n, d in dets.items():
+        capped, full = d.score(sub), d.score(dataclasses.replace(sub, max_patches=None))
+        assert 0 < capped.heatmap.size <= 64 < full.heatmap.size == 70           # a 7x10 grid, subsampled
+        assert any("of 70 patches per frame" in t for t in capped.notes) and not full.notes
+        assert len(capped.per_frame) == 4
+    img = Media("x.png", "image", frames[:1])                                     # images keep their cap
+    assert detect.per_frame_subset(img) is img and dets["artifact"].score(img).heatmap.size == 70
+
+
+# -- decoding in an ffmpeg subprocess started early (forensics/framepipe.py) ------------------
+def test_prefetched_frames_equal_plain_decoding(tmp_path):
+    from forensics import framepipe
+
+    clip = media.write_mp4(tmp_path / "c.mp4", _textured_clip(120, 96, 64), fps=30, crf=20, preset="ultrafast")
+    pipe = framepipe.FramePipe.start(clip, 32)
+    frames, index, gap, info = media.read_frame_runs(clip, 32, prefetched=pipe)
+    assert pipe.declined is None and pipe.frames is None                      # decoded there, handed over
+    plain, index2, gap2, info2 = media.read_frame_runs(clip, 32)
+    assert index == index2 and gap == gap2 == 4 and info == info2 and len(frames) == 32
+    # the same swscale conversion as OpenCV's FFmpeg backend; a different build may round differently
+    for a, b in zip(frames, plain):
+        assert a.shape == b.shape and a.flags.writeable
+        assert np.abs(a.astype(int) - b).max() <= 2
+    if _installed():
+        dets = detect.load_detectors()
+        fast = detect.detect_file(clip, dets, prefetched=framepipe.FramePipe.start(clip, 32))
+        slow = detect.detect_file(clip, dets)
+        assert fast["frames_scored"] == slow["frames_scored"] and fast["per_frame_index"] == slow["per_frame_index"]
+        for n in dets:
+            np.testing.assert_allclose(fast["detectors"][n]["per_frame"], slow["detectors"][n]["per_frame"], atol=2e-3)
+        assert abs(fast["p_synthetic"] - slow["p_synthetic"]) <= 2e-3
+
+
+def test_prefetch_declines_what_it_cannot_match(tmp_path, long_clip, monkeypatch):
+    from forensics import framepipe, mediainfo
+
+    clip = media.write_mp4(tmp_path / "c.mp4", _textured_clip(40, 48, 32), fps=8, preset="ultrafast")
+    pipe = framepipe.FramePipe.start(clip, 32)
+    assert media.read_frame_runs(clip, 16, prefetched=pipe)[1] == media.read_frame_runs(clip, 16)[1]  # another request
+    monkeypatch.setattr(media, "SEEK_MIN_GAP", 40)
+    monkeypatch.setattr(mediainfo, "SEEK_MIN_GAP", 40)
+    seeks = framepipe.FramePipe.start(long_clip, 32)       # runs > SEEK_MIN_GAP apart: OpenCV seeks
+    frames, index, _, _ = media.read_frame_runs(long_clip, 32, prefetched=seeks)
+    assert seeks.declined == "seeks" and index == media.read_frame_runs(long_clip, 32)[1]
+    png = tmp_path / "p.png"
+    media.write_png(png, _textured_clip(1)[0])
+    pipe = framepipe.FramePipe.start(png, 32)
+    pipe._thread.join()
+    assert pipe.declined == "not a video"
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    pipe = framepipe.FramePipe.start(bad, 32)
+    with pytest.raises(MediaError, match="not a readable video"):        # the plain path's own error
+        media.read_frame_runs(bad, 32, prefetched=pipe)
+    cut = tmp_path / "cut.mp4"
+    data = Path(clip).read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    pipe = framepipe.FramePipe.start(cut, 32)
+    try:
+        plain = media.read_frame_runs(cut, 32)
+    except MediaError as exc:
+        with pytest.raises(MediaError, match=str(exc).split("(")[0][:20]):
+            media.read_frame_runs(cut, 32, prefetched=pipe)
+    else:
+        got = media.read_frame_runs(cut, 32, prefetched=pipe)
+        assert got[1] == plain[1]
+
+
+def test_cli_detect_with_prefetch_matches_the_library(tmp_path):
+    if not _installed():
+        pytest.skip("shipped detector checkpoints missing")
+    clip = media.write_mp4(tmp_path / "c.mp4", _textured_clip(90, 96, 64), fps=30, preset="ultrafast")
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "detect", str(clip), "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    lib = detect.detect_file(clip, detect.load_detectors())
+    assert r["per_frame_index"] == lib["per_frame_index"] and r["frames_scored"] == lib["frames_scored"]
+    assert abs(r["p_synthetic"] - lib["p_synthetic"]) <= 2e-3 and r["verdict"] == lib["verdict"]
 
 
 # -- the HTML report -------------------------------------------------------------------------

@@ -214,13 +214,17 @@ def _valid(offset: int, stride: int, size: int, n_out: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
+def _grid(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners (rows, columns) of every patch of a (fit_small) frame's grid, before any cap."""
+    h, w = frame.shape[:2]
+    stride = P if min((h - P) // P + 1, (w - P) // P + 1) >= MIN_GRID else P // 2
+    return np.arange(0, h - P + 1, stride), np.arange(0, w - P + 1, stride)
+
+
 def patch_grid(frame: np.ndarray, max_patches: int = MAX_PATCHES) -> tuple[np.ndarray, tuple[int, int]]:
     """(N, 32, 32, 3) patches on a regular grid over the frame, and the grid's (rows, cols)."""
     frame = fit_small(frame)
-    h, w = frame.shape[:2]
-    stride = P if min((h - P) // P + 1, (w - P) // P + 1) >= MIN_GRID else P // 2
-    ys = np.arange(0, h - P + 1, stride)
-    xs = np.arange(0, w - P + 1, stride)
+    ys, xs = _grid(frame)
     if len(ys) * len(xs) > max_patches:
         k = math.sqrt(len(ys) * len(xs) / max_patches)
         ys = ys[np.linspace(0, len(ys) - 1, max(1, int(len(ys) / k))).round().astype(int)]
@@ -369,9 +373,9 @@ class ArtifactDetector(Detector):
     def patch_logits(self, patches: np.ndarray) -> np.ndarray:
         return self.patch_outputs(patches)[:, 0]
 
-    def frame_outputs(self, frames) -> list[tuple[np.ndarray, np.ndarray]]:
+    def frame_outputs(self, frames, max_patches: int = MAX_PATCHES) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per frame: the (rows, cols) map of patch logits and the mean attribution logits."""
-        grids = [patch_grid(f) for f in frames]
+        grids = [patch_grid(f, max_patches) for f in frames]
         o = self.patch_outputs(np.concatenate([g[0] for g in grids]))
         out, i = [], 0
         for patches, shape in grids:
@@ -417,7 +421,8 @@ class ArtifactDetector(Detector):
         return cal.apply_platt(self.config.get("calibration", [1.0, 0.0]), z)
 
     def score(self, media: Media) -> Evidence:
-        outs = self.frame_outputs(media.frames)
+        cap = getattr(media, "max_patches", None) or MAX_PATCHES
+        outs = self.frame_outputs(media.frames, cap)
         maps = [m for m, _ in outs]
         frame_z = np.array([m.mean() for m in maps])
         z = float(frame_z.mean())
@@ -425,6 +430,10 @@ class ArtifactDetector(Detector):
         h, w = media.frames[0].shape[:2]
         if min(h, w) < P:
             notes.append(f"frame {w}x{h} is smaller than the {P}x{P} patch; upsampled, low confidence")
+        full = int(np.prod([len(v) for v in _grid(fit_small(media.frames[0]))]))
+        if maps[0].size < full:
+            notes.append(f"{maps[0].size} of {full} patches per frame (an evenly spread "
+                         f"{maps[0].shape[0]}x{maps[0].shape[1]} subgrid)")
         per_frame = [float(p) for p in self.calibrate(frame_z)] if media.modality == "video" else None
         attribution = None
         classes = self.config.get("classes") or []

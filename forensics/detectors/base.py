@@ -32,6 +32,7 @@ class Media:
     declared_frames: int = 1
     frame_index: list[int] | None = None  # frame numbers of `frames` in the video (None: consecutive)
     pair_gap: int = 1                     # frames apart that count as consecutive (runs for temporal)
+    max_patches: int | None = None        # per frame, for per-frame detectors (None: their own cap)
 
 
 @dataclasses.dataclass

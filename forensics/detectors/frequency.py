@@ -235,8 +235,8 @@ class FrequencyDetector(Detector):
         Xs = (features(patches) - self.a["mean"]) / self.a["scale"]
         return Xs @ self.a["coef"] + self.a["intercept"][0], Xs
 
-    def _frame_logit(self, frame: np.ndarray):
-        patches, shape = patch_grid(frame)
+    def _frame_logit(self, frame: np.ndarray, max_patches: int = MAX_PATCHES):
+        patches, shape = patch_grid(frame, max_patches)
         z, Xs = self._patch_logits(patches)
         return float(z.mean()), z.reshape(shape), Xs
 
@@ -248,8 +248,9 @@ class FrequencyDetector(Detector):
         if not self.a:
             raise CheckpointError("the frequency detector is not fitted")
         frame_z, heat, feats = [], None, []
+        cap = getattr(media, "max_patches", None) or MAX_PATCHES
         for f in media.frames:
-            z, zmap, Xs = self._frame_logit(f)
+            z, zmap, Xs = self._frame_logit(f, cap)
             frame_z.append(z)
             feats.append(Xs.mean(0))
             if heat is None:
@@ -259,6 +260,10 @@ class FrequencyDetector(Detector):
         h, w = media.frames[0].shape[:2]
         if min(h, w) < P:
             notes.append(f"frame {w}x{h} is smaller than the {P}x{P} patch; upsampled, low confidence")
+        full = (max(h, P) // P) * (max(w, P) // P)
+        if heat.size < full:
+            notes.append(f"{heat.size} of {full} patches per frame (an evenly spread "
+                         f"{heat.shape[0]}x{heat.shape[1]} subgrid)")
         attribution = None
         if "att_coef" in self.a:
             lz = np.mean(feats, 0) @ self.a["att_coef"].T + self.a["att_intercept"]
