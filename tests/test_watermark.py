@@ -130,6 +130,48 @@ def test_mp4_survives_h264_crf28_and_frame_drop(tmp_path):
     assert not ph.detect_file(src, KEY)["detected"]
 
 
+def _clip(camera: str, n: int = 12, side: int = 256) -> np.ndarray:
+    """A noisy clip of a real photo: a fixed camera, or one panning 2 px right and 1 px down per
+    frame (the bench's clips, shorter)."""
+    photo = _photo("skimage:coffee")
+    rng = np.random.default_rng(0)
+    frames = []
+    for t in range(n):
+        dx = 0.0 if camera == "static" else 2.0 * t
+        m = np.array([[1, 0, 40 + dx], [0, 1, 60 + 0.5 * dx]], np.float64)
+        fr = cv2.warpAffine(photo, m, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        frames.append(np.clip(np.round(fr + rng.normal(0, 1.5, fr.shape)), 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("camera, spec", [("pan", "h264:28"), ("static", "resize:0.5+h264:28"),
+                                          ("pan", "h264:28+framedrop:0.2")])
+def test_video_survives_crf28_resize_and_drop(camera, spec):
+    clip = _clip(camera)
+    wm = ph.embed_frames(clip, KEY, PAYLOAD)
+    assert min(ph.psnr(a, b) for a, b in zip(clip, wm)) >= 40.0  # every frame, not the mean
+    x = attacks.parse(spec)(attacks.h264(wm, crf=18), np.random.default_rng(1))
+    d = ph.detect_frames(x, KEY)
+    assert d.detected and d.payload == PAYLOAD.hex() and d.p_value <= ph.DEFAULT_THRESHOLD, (spec, d)
+
+
+def test_unmarked_reencoded_clip_is_rejected():
+    plain = attacks.h264(_clip("pan"), crf=18)
+    for x in (plain, attacks.h264(plain, crf=28)):
+        d = ph.detect_frames(x, KEY)
+        assert not d.detected and d.payload is None and d.p_value > ph.DEFAULT_THRESHOLD
+
+
+def test_global_motion_is_stable_over_many_frames():
+    """A pan of 2 px/frame read back over 24 frames (OpenCV 5 windows phaseCorrelate's inputs in
+    place: a reused reference frame used to turn the late shifts into noise)."""
+    clip = _clip("pan", n=24)
+    motion = ph.global_motion([ph.luma(f) for f in clip])
+    t = np.arange(24)
+    assert np.allclose(motion[:, 0], -2.0 * t, atol=0.3) and np.allclose(motion[:, 1], -1.0 * t, atol=0.3)
+
+
 # --- keys and CLI --------------------------------------------------------------------------------
 
 
