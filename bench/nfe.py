@@ -53,6 +53,7 @@ DEFAULT = {
     "ldm_ddim": ("ldm", "ddim", [1, 2, 5, 10, 20, 50, 100]),
     "flow_euler": ("rectified_flow", "euler", [1, 2, 5, 10, 20, 50, 100]),
     "flow_heun": ("rectified_flow", "heun", [1, 3, 5, 10, 25, 50]),
+    "reflow_euler": ("reflow", "euler", [1, 2, 5, 10, 20, 50]),
 }
 FULL = {**DEFAULT, "ddpm_ancestral": ("ddpm", "ddpm", [5, 10, 20, 50, 100, 1000])}
 QUICK = {
@@ -61,6 +62,7 @@ QUICK = {
     "ldm_ddim": ("ldm", "ddim", [1, 2, 5, 10, 25, 50]),
     "flow_euler": ("rectified_flow", "euler", [1, 2, 5, 10, 25, 50]),
     "flow_heun": ("rectified_flow", "heun", [1, 3, 5, 13, 25]),
+    "reflow_euler": ("reflow", "euler", [1, 2, 5, 10, 25]),
 }
 
 
@@ -84,7 +86,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, help="samples per setting (default 128; 96 --quick, 256 --full)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--ckpt-root", default=str(base.CHECKPOINT_ROOT), help="folder with ddpm/ ldm/ rectified_flow/")
-    ap.add_argument("--only", help="comma list of rows (ddpm_ancestral, ddim, ldm_ddim, flow_euler, flow_heun)")
+    ap.add_argument("--only", help="comma list of rows (ddpm_ancestral, ddim, ldm_ddim, flow_euler, flow_heun, reflow_euler)")
     ap.add_argument("--plot", help="write a PNG plot of FD vs NFE here")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     a = ap.parse_args()

@@ -12,7 +12,10 @@ Two scorers, each by clip-level AUC, and at its threshold by TPR/FPR:
   `detect.detect_file` itself to check that this path gives the same p.
 Per-architecture AUCs and the per-frame detectors alone (artifact, frequency) are included.
 
-    .venv/bin/python bench/video_accuracy.py [--corpus datasets/corpora/video] [--split test]
+    .venv/bin/python bench/video_accuracy.py [--corpus datasets/corpora/video] [--split test] [--unseen DIR]
+
+`--unseen DIR` adds clips of generators that made none of the training clips (a corpus written by
+`forensics generate`, e.g. `--arch video_diffusion_tsr`), scored against the same real test clips.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ def main() -> None:
     ap.add_argument("--corpus", default=str(ROOT / "datasets" / "corpora" / "video"))
     ap.add_argument("--split", default="test")
     ap.add_argument("--check", type=int, default=6, help="clips also run through detect.detect_file")
+    ap.add_argument("--unseen", metavar="DIR",
+                    help="a corpus of synthetic clips from generators the detectors were not trained on (e.g. "
+                         "`forensics generate --arch video_diffusion_tsr`); all its clips are scored against the real "
+                         "test clips as `unseen_vs_real`")
     a = ap.parse_args()
     import numpy as np
 
@@ -70,22 +77,26 @@ def main() -> None:
     c = Corpus(a.corpus)
     rows = [r for r in c.select(split=a.split, modality="video") if group_of(r)]
     dets = detect.load_detectors()
+    jobs = [(c, r, group_of(r)) for r in rows]
+    if a.unseen:
+        cu = Corpus(a.unseen)
+        jobs += [(cu, r, "unseen") for r in cu.select(modality="video") if r["label"] == "synthetic"]
     recs = []
-    for r in rows:
-        path = c.path(r)
+    for corpus, r, group in jobs:
+        path = corpus.path(r)
         m = detect.load_media(path)
         still = detect.per_frame_subset(m)
         ev = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still)
               for n, d in dets.items() if m.modality in d.modalities}
         ev = {n: e for n, e in ev.items() if e is not None}
         p, thr, info = detect.fuse(ev, dets)
-        recs.append({"row": r, "group": group_of(r), "p": p, "thr": thr, "verdict": detect.verdict(p, thr),
+        recs.append({"row": r, "group": group, "path": path, "p": p, "thr": thr, "verdict": detect.verdict(p, thr),
                      "fusion": info["method"], **{n: e.score for n, e in ev.items()},
                      **{f"{n}_p": e.p_synthetic for n, e in ev.items()}})
     # the same numbers through detect_file itself (rounded there to 4 decimals)
     checked, mismatched = 0, 0
     for k in np.linspace(0, len(recs) - 1, min(a.check, len(recs))).round().astype(int):
-        out = detect.detect_file(c.path(recs[k]["row"]), dets)
+        out = detect.detect_file(recs[k]["path"], dets)
         checked += 1
         mismatched += int(abs(out["p_synthetic"] - round(recs[k]["p"], 4)) > 1e-4)
 
@@ -132,6 +143,7 @@ def main() -> None:
                  "fps": sorted({r.get("fps") for r in rows})},
         "video_diffusion_vs_real": task("video_diffusion"),
         "frame_wise_vs_real": task("frame_wise"),
+        **({"unseen_vs_real": {"corpus": a.unseen, **task("unseen")}} if a.unseen else {}),
         "detect_file_check": {"clips": checked, "p_mismatches": mismatched},
         "seconds": round(time.time() - t_start, 1),
         "load_average_before": [round(x, 2) for x in load0],
