@@ -265,7 +265,8 @@ def _reflow_setup(model: base.Generator, teacher_dir, state_dir: Path, pairs: in
         save_file({"eps": eps.contiguous(), "x0": x0.contiguous()}, str(tmp))
         os.replace(tmp, cache)
     student.set_reflow_pairs((eps, x0))
-    return student, {"teacher": str(tdir), "teacher_sha256": base.checkpoint_sha256(tdir), "pairs": len(eps),
+    shipped = tdir.resolve() == (base.CHECKPOINT_ROOT / model.teacher).resolve()
+    return student, {"teacher": f"shipped {model.teacher}" if shipped else str(tdir), "teacher_sha256": base.checkpoint_sha256(tdir), "pairs": len(eps),
                      "pair_sampler": f"heun, {teacher.config.euler_steps} evaluations", "pair_seed": seed}
 
 
