@@ -130,7 +130,7 @@ def main() -> None:
                 res["by_architecture"][ar] = {
                     "n": int(yy.sum()),
                     "detect_auc": round(metrics.auc(yy, np.array([x["p"] for x in sub])), 4),
-                    **({"temporal_auc": round(metrics.auc(yy, np.array([x["temporal"] for x in sub])), 4)}
+                    **({"temporal_auc": round(metrics.auc(yy, np.array([x.get("temporal", np.nan) for x in sub])), 4)}
                        if "temporal" in dets else {})}
         return res
 

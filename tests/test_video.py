@@ -142,6 +142,12 @@ def test_plan_runs_spreads_pairs():
     assert len(runs) == 4 and all(len(r) == 8 for r in runs)
     assert media.plan_runs(16, 32, 8, 1) == list(range(16))
     assert media.plan_runs(0, 5, 8, 2) == [0, 2, 4, 6, 8]
+    # a short clip at twice the target frame rate: the two planned runs interleave, and both
+    # still give pairs 2 frames apart (they gave none before)
+    idx = media.plan_runs(16, 32, 8, 2)
+    assert idx == list(range(16))
+    runs = T.split_runs(idx, 2, len(idx))
+    assert sorted(map(tuple, runs)) == [tuple(range(0, 16, 2)), tuple(range(1, 16, 2))]
 
 
 # -- the temporal detector ---------------------------------------------------------------------

@@ -176,14 +176,17 @@ def split_runs(index: list[int] | None, gap: int, n: int, run: int = RUN) -> lis
     if n < 2:
         return []
     index = list(range(n)) if index is None else list(index)
-    chains, cur = [], [0]
-    for k in range(1, n):
-        if index[k] - index[k - 1] == gap:
-            cur.append(k)
-        else:
-            chains.append(cur)
-            cur = [k]
-    chains.append(cur)
+    # Follow frame numbers, not list order: on a short clip the planned runs can interleave
+    # (0, 2, 4, … and 1, 3, 5, … at gap 2), and neighbours in the list are then not `gap` apart.
+    at = {f: k for k, f in enumerate(index)}
+    chains = []
+    for k in range(n):
+        if index[k] - gap in at:
+            continue                                                   # not the start of a chain
+        cur = [k]
+        while index[cur[-1]] + gap in at:
+            cur.append(at[index[cur[-1]] + gap])
+        chains.append(cur)
     runs = []
     for ch in chains:
         pieces = [ch[i:i + run] for i in range(0, len(ch), run)]
