@@ -195,7 +195,7 @@ def plot(rows: list[dict], floor: dict, path: Path) -> Path:
     cv2.putText(img, "FD vs real test (random-conv features)", (L, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     fy = xy(1, floor["fd_conv"])[1]
     cv2.line(img, (L, fy), (W - R, fy), (160, 160, 160), 1)
-    colors = [(200, 60, 40), (40, 120, 220), (40, 170, 60), (150, 50, 170), (20, 140, 150)]
+    colors = [(200, 60, 40), (40, 120, 220), (40, 170, 60), (150, 50, 170), (20, 140, 150), (230, 150, 20)]
     for i, name in enumerate(dict.fromkeys(r["row"] for r in pts)):
         c = colors[i % len(colors)]
         seq = [xy(r["nfe"], r["fd_conv"]) for r in pts if r["row"] == name]
@@ -204,7 +204,7 @@ def plot(rows: list[dict], floor: dict, path: Path) -> Path:
         for p in seq:
             cv2.circle(img, p, 3, c, -1)
         cv2.putText(img, name, (W - R + 10, T + 20 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, c, 1)
-    cv2.putText(img, "real floor", (W - R + 10, T + 20 + 20 * 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (160, 160, 160), 1)
+    cv2.putText(img, "real floor", (W - R + 10, fy + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (160, 160, 160), 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), np.ascontiguousarray(img[:, :, ::-1]))
     return path
