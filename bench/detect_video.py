@@ -200,7 +200,7 @@ def budget_check(tmp: Path, w: int, h: int, fps: int, seconds: float = 3.0, n_sy
                 still = dataclasses.replace(still, max_patches=None)
             ev = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still) for n, d in dets.items()}
             ev = {n: e for n, e in ev.items() if e is not None}
-            pf, thr, _ = detect.fuse(ev, dets)
+            pf, thr, _ = detect.fuse(ev, dets, m.modality)
             rows[name] = {"p": pf, "verdict": detect.verdict(pf, thr), "frames": len(still.frames),
                           **{n: dbase.logit(e.p_synthetic) for n, e in ev.items() if n != "temporal"},
                           **{f"{n}_flag": e.p_synthetic >= dets[n].threshold for n, e in ev.items()}}

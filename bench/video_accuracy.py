@@ -89,9 +89,9 @@ def main() -> None:
         ev = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still)
               for n, d in dets.items() if m.modality in d.modalities}
         ev = {n: e for n, e in ev.items() if e is not None}
-        p, thr, info = detect.fuse(ev, dets)
+        p, thr, info = detect.fuse(ev, dets, m.modality)
         recs.append({"row": r, "group": group, "path": path, "p": p, "thr": thr, "verdict": detect.verdict(p, thr),
-                     "fusion": info["method"], **{n: e.score for n, e in ev.items()},
+                     "fusion": f"{info['method']}:{info['model']}" if info.get("model") else info["method"], **{n: e.score for n, e in ev.items()},
                      **{f"{n}_p": e.p_synthetic for n, e in ev.items()}})
     # the same numbers through detect_file itself (rounded there to 4 decimals)
     checked, mismatched = 0, 0

@@ -2,8 +2,10 @@
 
 The fused score comes from the fitted fusion model (forensics/detectors/fusion.py: logistic
 regression on the detectors' calibrated logits, threshold at a stated FPR on real validation
-data) when its checkpoint exists and was fitted on the loaded detectors; detectors outside the
-fusion (e.g. temporal on a video) are averaged in with it as calibrated logits. Without a usable
+data) when its checkpoint exists and was fitted on the loaded detectors: for videos the video
+fusion (`fusion_video`, fitted on clips with the temporal detector among its inputs), else, or
+when that does not apply, the image fusion; detectors outside the fusion used (e.g. temporal on
+a video without a video fusion) are averaged in with it as calibrated logits. Without a usable
 fusion model it is the mean of the detectors' calibrated logits. The verdict is `uncertain`
 when the fused logit is within `UNCERTAIN_LOGIT` of the threshold's logit, i.e. when the odds
 are within a factor e of the decision boundary.
@@ -79,35 +81,51 @@ def load_media(path: str | Path, max_frames: int = DEFAULT_MAX_FRAMES, prefetche
 _FUSION: dict = {}
 
 
-def load_fusion():
-    """The shipped fusion model, or None (cached per process)."""
-    d = dbase.CHECKPOINT_ROOT / "fusion"
-    if "model" not in _FUSION:
-        from .detectors.fusion import FusionDetector
+def load_fusion(name: str = "fusion"):
+    """The shipped fusion model `name` (`fusion`: images; `fusion_video`: videos), or None (cached
+    per process)."""
+    key = "model" if name == "fusion" else name
+    if key not in _FUSION:
+        d = dbase.CHECKPOINT_ROOT / name
+        _FUSION[key] = dbase.load(d) if (d / "config.json").is_file() else None
+    return _FUSION[key]
 
-        _FUSION["model"] = FusionDetector.load(d) if (d / "config.json").is_file() else None
-    return _FUSION["model"]
 
-
-def fuse(evidence: dict, detectors: dict) -> tuple[float, float, dict]:
-    """(p_synthetic, threshold, description of how they were combined)."""
-    fusion = load_fusion()
-    ok, why = fusion.applies_to(detectors) if fusion is not None else (False, None)
+def fuse(evidence: dict, detectors: dict, modality: str | None = None) -> tuple[float, float, dict]:
+    """(p_synthetic, threshold, description of how they were combined). `modality` "video" tries the
+    video fusion first (fitted on clips, temporal included); `info["model"]` names the fusion used."""
+    notes = []
+    fusion, ok, why = None, False, None
+    if modality == "video":
+        fusion = load_fusion("fusion_video")
+        ok, why = fusion.applies_to(detectors) if fusion is not None else (False, None)
+        if ok and not all(n in evidence for n in fusion.inputs):
+            ok, why = False, (f"fusion_video needs {', '.join(fusion.inputs)} evidence; {fusion.fallback}")
+        if not ok:
+            if why:
+                notes.append(why)
+            fusion = None
+    if fusion is None:
+        fusion = load_fusion()
+        ok, why = fusion.applies_to(detectors) if fusion is not None else (False, None)
     if ok and all(n in evidence for n in fusion.inputs):
         zf = dbase.logit(fusion.combine({n: evidence[n].p_synthetic for n in fusion.inputs}))
         tf = dbase.logit(fusion.threshold)
         extra = [n for n in evidence if n not in fusion.inputs]
         logits = [zf] + [dbase.logit(evidence[n].p_synthetic) for n in extra]
         thr_logits = [tf] + [dbase.logit(detectors[n].threshold) for n in extra]
-        info = {"method": "logistic", "inputs": fusion.inputs, "threshold_fpr": fusion.config.get("threshold_fpr")}
+        info = {"method": "logistic", "model": fusion.name, "inputs": fusion.inputs,
+                "threshold_fpr": fusion.config.get("threshold_fpr")}
         if extra:
             info.update(method="logistic+mean", averaged_with=extra)
     else:
         logits = [dbase.logit(e.p_synthetic) for e in evidence.values()]
         thr_logits = [dbase.logit(detectors[n].threshold) for n in evidence]
-        info = {"method": "mean_logit", "inputs": list(evidence)}
+        info = {"method": "mean_logit", "model": None, "inputs": list(evidence)}
         if why or (fusion is not None and ok):
-            info["note"] = why or f"fusion needs {', '.join(fusion.inputs)} evidence; used the mean calibrated logit"
+            notes.append(why or f"fusion needs {', '.join(fusion.inputs)} evidence; used the mean calibrated logit")
+    if notes:
+        info["note"] = "; ".join(notes)
     return float(dbase.sigmoid(np.mean(logits))), float(dbase.sigmoid(np.mean(thr_logits))), info
 
 
@@ -147,7 +165,7 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
     p = thr = None  # no detectors (an empty dict): metadata evidence only
     fusion_info = None
     if evidence:
-        p, thr, fusion_info = fuse(evidence, detectors)
+        p, thr, fusion_info = fuse(evidence, detectors, m.modality)
     out = {
         "path": str(path),
         "modality": m.modality,
@@ -166,8 +184,8 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
         "provenance": None,
         "models": {n: dbase.card_sha256(d.directory) for n, d in detectors.items() if d.directory},
     }
-    if fusion_info and fusion_info["method"].startswith("logistic"):
-        out["models"]["fusion"] = dbase.card_sha256(load_fusion().directory)
+    if fusion_info and fusion_info["model"]:
+        out["models"][fusion_info["model"]] = dbase.card_sha256(load_fusion(fusion_info["model"]).directory)
     # Metadata and compression evidence (forensics/metadata.py); a decisive generator signature
     # forces a synthetic verdict, stated in "reason".
     from . import metadata

@@ -182,6 +182,71 @@ def fitted_temporal(tiny_video_corpus):
     return T.TemporalDetector().fit(Corpus(tiny_video_corpus), epochs=60)
 
 
+@pytest.fixture(scope="module")
+def video_fusion(fitted_temporal, tiny_video_corpus, tmp_path_factory):
+    """A video fusion fitted on the tiny corpus over its temporal detector and the shipped
+    frequency detector (the per-frame one a video fusion combines with it)."""
+    from forensics.detectors import base as dbase
+    from forensics.detectors.fusion import VideoFusionDetector
+    from forensics.fit import train_detector
+
+    if not (dbase.CHECKPOINT_ROOT / "frequency" / "config.json").is_file():
+        pytest.skip("no shipped frequency checkpoint")
+    d = tmp_path_factory.mktemp("video_fusion")
+    fitted_temporal.save(d / "temporal")
+    dets = {"temporal": dbase.load(d / "temporal"), "frequency": dbase.load("frequency")}
+    card = train_detector("fusion_video", tiny_video_corpus, d / "fusion_video", detectors=dets)
+    return {"dir": d, "dets": dets, "card": card, "fusion": VideoFusionDetector.load(d / "fusion_video")}
+
+
+def test_video_fusion_fits_on_clips_and_detect_uses_it(video_fusion, tiny_video_corpus, monkeypatch):
+    fus, card, dets = video_fusion["fusion"], video_fusion["card"], video_fusion["dets"]
+    assert fus.name == "fusion_video" and fus.inputs == ["frequency", "temporal"]
+    assert fus.config["modality"] == "video" and 0.5 <= fus.threshold < 1
+    assert fus.config["val"]["n_real"] == 3 and fus.config["val"]["n_synthetic"] == 3
+    assert card["metrics"]["unit"] == "clip" and card["metrics"]["n_real"] == 2 and "verdicts" in card["metrics"]
+    files = {f.name for f in (video_fusion["dir"] / "fusion_video").iterdir()}
+    assert {"model.safetensors", "config.json", "card.json"} <= files and not any(f.endswith(".pkl") for f in files)
+    monkeypatch.setattr(detect, "_FUSION", {"fusion_video": fus})
+    c = Corpus(tiny_video_corpus)
+    clip = c.path(c.select(split="test", label="synthetic")[0])
+    r = detect.detect_file(clip, dets)
+    assert r["fusion"]["model"] == "fusion_video" and r["fusion"]["method"] == "logistic"
+    assert r["threshold"] == pytest.approx(fus.threshold, abs=1e-4) and "fusion_video" in r["models"]
+    m = detect.load_media(clip)
+    ev = {n: d.score(m if n == "temporal" else detect.per_frame_subset(m)) for n, d in dets.items()}
+    assert r["p_synthetic"] == pytest.approx(fus.combine({n: e.p_synthetic for n, e in ev.items()}), abs=1e-4)
+    # images never take the video fusion
+    assert detect.fuse({"frequency": ev["frequency"]}, dets, "image")[2]["model"] != "fusion_video"
+
+
+def test_video_fusion_falls_back_when_detectors_differ(video_fusion, tiny_video_corpus, monkeypatch, tmp_path):
+    from forensics.detectors import base as dbase
+
+    fus, dets = video_fusion["fusion"], video_fusion["dets"]
+    monkeypatch.setattr(detect, "_FUSION", {"fusion_video": fus})
+    c = Corpus(tiny_video_corpus)
+    clip = c.path(c.select(split="test", label="synthetic")[0])
+    m = detect.load_media(clip)
+    ev = {n: d.score(m if n == "temporal" else detect.per_frame_subset(m)) for n, d in dets.items()}
+    # a detector missing
+    r = detect.detect_file(clip, {"frequency": dets["frequency"]})
+    assert r["fusion"]["model"] != "fusion_video" and "fusion_video" not in r["models"]
+    assert "fusion_video needs temporal" in r["fusion"]["note"]
+    # the same detector names, but a temporal checkpoint other than the one fitted on
+    (tmp_path / "t").mkdir()
+    for f in (video_fusion["dir"] / "temporal").iterdir():
+        (tmp_path / "t" / f.name).write_bytes(f.read_bytes() + (b"\n" if f.name == "config.json" else b""))
+    other = dict(dets, temporal=dbase.load(tmp_path / "t"))
+    p, thr, info = detect.fuse(ev, other, "video")
+    assert info["model"] != "fusion_video" and "differs" in info["note"]
+    # ...which is what videos got before a video fusion existed
+    assert (p, thr) == detect.fuse(ev, other)[:2]
+    # evidence missing (e.g. temporal has nothing to say on a one-frame clip)
+    p, thr, info = detect.fuse({"frequency": ev["frequency"]}, dets, "video")
+    assert info["model"] != "fusion_video" and "fusion_video needs" in info["note"]
+
+
 def test_temporal_detector_fit_score_save_load(fitted_temporal, tiny_video_corpus, tmp_path, cam_clip):
     det = fitted_temporal
     assert 0.5 <= det.threshold < 1 and det.config["val"]["n_real"] == 3

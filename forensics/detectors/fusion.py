@@ -14,6 +14,14 @@
 4. The checkpoint records every input detector's card hash; `forensics detect` applies the fusion
    only when the loaded detectors are those (else it falls back to the mean calibrated logit and
    says so).
+
+Videos have their own fusion (`fusion_video`, `forensics train fusion_video --corpus
+datasets/corpora/video`): the same model over the *clip-level* logits of every detector that
+scores videos (temporal included), each computed exactly as `forensics detect` computes it on the
+clip file, fitted on the video corpus's validation split. The image fusion alone cannot serve
+videos: its weights were set on photos, and averaging the temporal logit into it gives the
+per-frame detectors, fitted on images, as much say as the temporal evidence they dilute. Its
+fit uses clean clips only: perturbing a clip the way `detect` would see it means re-encoding it.
 """
 
 from __future__ import annotations
@@ -52,13 +60,13 @@ def perturb_items(items, rng: np.random.Generator, specs=PERTURBATIONS):
     return [fns[int(rng.integers(0, len(fns)))](frames, rng) for frames in items]
 
 
-def load_components(detectors=None) -> dict:
+def load_components(detectors=None, modality: str = "image") -> dict:
     """{name: Detector} from a dict of name → folder/Detector, a list of names, or None (every
-    shipped image detector except fusion)."""
+    shipped detector of `modality` except the combiners)."""
     if detectors is None:
         names = [n for n in dbase.names()
                  if n != "fusion" and not getattr(dbase.get_class(n), "combiner", False)
-                 and "image" in dbase.get_class(n).modalities
+                 and modality in dbase.get_class(n).modalities
                  and (dbase.CHECKPOINT_ROOT / n / "config.json").is_file()]
         detectors = {n: n for n in names}
     elif isinstance(detectors, (list, tuple)):
@@ -77,6 +85,7 @@ class FusionDetector(Detector):
     name = "fusion"
     combiner = True             # combines other detectors' evidence; never scores media itself
     modalities = ()
+    fallback = "used the mean calibrated logit"   # what `detect` does when this fusion does not apply
 
     def __init__(self, config=None, components: dict | None = None):
         super().__init__(config)
@@ -142,13 +151,13 @@ class FusionDetector(Detector):
         """Whether the fusion was fitted on exactly these detector checkpoints (by name and hash)."""
         missing = [n for n in self.inputs if n not in detectors]
         if missing:
-            return False, f"fusion needs {', '.join(missing)}; used the mean calibrated logit instead"
+            return False, f"{self.name} needs {', '.join(missing)}; {self.fallback} instead"
         for n in self.inputs:
             want = (self.config.get("input_sha256") or {}).get(n)
             d = detectors[n]
             if want and d.directory is not None and dbase.card_sha256(d.directory) != want:
-                return False, (f"the {n} checkpoint differs from the one the fusion was fitted on "
-                               "(retrain: `forensics train fusion --corpus DIR`); used the mean calibrated logit")
+                return False, (f"the {n} checkpoint differs from the one the {self.name} was fitted on "
+                               f"(retrain: `forensics train {self.name} --corpus DIR`); {self.fallback}")
         return True, None
 
     # The evaluation interface shared with the other detectors, over the components.
@@ -199,4 +208,100 @@ class FusionDetector(Detector):
     def load_components(self, detectors=None) -> "FusionDetector":
         """Attach the component detectors (needed by item_logits / evaluate)."""
         self.components = load_components(detectors or {n: n for n in self.inputs})
+        return self
+
+
+def clip_logits(detectors: dict, corpus, rows) -> dict[str, np.ndarray]:
+    """Each detector's calibrated, clipped logit per clip, by the path `forensics detect` takes on
+    the clip file (frame runs, per-frame subset, `score`), so the fusion sees the numbers it will
+    combine at detection time; NaN where a detector has nothing to say."""
+    from .. import detect
+
+    out: dict[str, list[float]] = {n: [] for n in detectors}
+    for r in rows:
+        m = detect.load_media(corpus.path(r))
+        still = detect.per_frame_subset(m)
+        for n, d in detectors.items():
+            e = (d.score(m if getattr(d, "uses_frame_runs", False) else still)
+                 if m.modality in d.modalities else None)
+            out[n].append(float(clipped_logit(e.p_synthetic)) if e is not None else np.nan)
+    return {n: np.array(v, np.float64) for n, v in out.items()}
+
+
+@register
+class VideoFusionDetector(FusionDetector):
+    """The fusion `forensics detect` applies to videos (see the module docstring)."""
+
+    name = "fusion_video"
+    fallback = "fell back to the image fusion averaged with the other detectors"
+
+    def fit(self, corpus, *, seed: int = 0, detectors=None, fpr: float = 0.05, C: float = 1.0,
+            progress: bool = False) -> "VideoFusionDetector":
+        from sklearn.linear_model import LogisticRegression
+
+        self.components = comps = load_components(detectors, modality="video")
+        if not any("image" not in d.modalities for d in comps.values()):
+            raise UsageError("the video fusion needs a video-only detector (temporal); "
+                             "train it first: `forensics train temporal --corpus DIR`")
+        val = corpus.select(split="val", modality="video")
+        cal.require_both(val, "val (video)")
+        names = sorted(comps)
+        L = clip_logits(comps, corpus, val)
+        X = np.stack([L[n] for n in names], 1)
+        keep = ~np.isnan(X).any(1)          # clips some detector could not score cannot be fused
+        X, y = X[keep], cal.labels(val)[keep]
+        cal.require_both([r for r, k in zip(val, keep) if k], "val (video, scored by every detector)")
+        model = LogisticRegression(C=C, max_iter=2000).fit(X, y)
+        self.config = {"inputs": names, "modality": "video", "weights": [float(w) for w in model.coef_[0]],
+                       "bias": float(model.intercept_[0]), "C": C, "seed": seed,
+                       "perturbations": [], "perturbed_copies": 0,
+                       "input_sha256": {n: dbase.card_sha256(d.directory) if d.directory else None
+                                        for n, d in comps.items()},
+                       "method": ("logistic regression on the calibrated clip-level logits of the video detectors, "
+                                  "as `forensics detect` computes them (video validation split)")}
+        p = self.combine_logits(X)
+        thr = dbase.threshold_at_fpr(p[y == 0], fpr)
+        self.config.update({
+            "threshold": thr, "threshold_fpr": fpr,
+            "val": {"auc": metrics.auc(y, self.fused_logit(X)), "n_real": int((y == 0).sum()),
+                    "n_synthetic": int(y.sum()), "n_unscored": int((~keep).sum()),
+                    "threshold_rule": f"max(0.5, the fused p exceeded by {fpr:.0%} of real validation clips)",
+                    "fpr_at_threshold": float((p[y == 0] >= thr).mean()),
+                    "tpr_at_threshold": float((p[y == 1] >= thr).mean()),
+                    "auc_by_input": {n: metrics.auc(y, X[:, i]) for i, n in enumerate(names)}},
+        })
+        return self
+
+    def item_logits(self, items) -> np.ndarray:
+        raise UsageError("the video fusion scores clip files (`evaluate` on a corpus, or `forensics detect`), "
+                         "not decoded frames")
+
+    def evaluate(self, corpus, split: str = "test") -> dict:
+        """Clip-level numbers on `split`, by the `forensics detect` path, at the fusion's threshold."""
+        rows = corpus.select(split=split, modality="video")
+        if not rows:
+            return {"split": split, "n": 0}
+        L = clip_logits(self.components, corpus, rows)
+        X = np.stack([L[n] for n in self.inputs], 1)
+        keep = ~np.isnan(X).any(1)
+        rows = [r for r, k in zip(rows, keep) if k]
+        X, y = X[keep], cal.labels(rows)
+        z = self.fused_logit(X)
+        out = {"split": split, "unit": "clip", "n_unscored": int((~keep).sum()),
+               **metrics.binary_metrics(y, z, self.calibrate(z), self.threshold)}
+        arch = np.array([cal.arch_of(r) for r in rows])
+        out["auc_by_architecture"] = {a: metrics.auc(y[(arch == a) | (y == 0)], z[(arch == a) | (y == 0)])
+                                      for a in sorted(set(arch.tolist()) - {"real"})}
+        out["auc_by_input"] = {n: metrics.auc(y, X[:, i]) for i, n in enumerate(self.inputs)}
+        # what `detect` would say: `uncertain` within UNCERTAIN_LOGIT of the threshold's logit
+        from ..detect import verdict
+
+        v = np.array([verdict(float(p), self.threshold) for p in self.calibrate(z)])
+        out["verdicts"] = {lab: {k: int(((v == k) & (y == i)).sum()) for k in ("real", "uncertain", "synthetic")}
+                           for i, lab in enumerate(("real", "synthetic"))}
+        out["weights"] = dict(zip(self.inputs, self.config["weights"]))
+        return out
+
+    def load_components(self, detectors=None) -> "VideoFusionDetector":
+        self.components = load_components(detectors or {n: n for n in self.inputs}, modality="video")
         return self
