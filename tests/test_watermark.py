@@ -53,6 +53,116 @@ def test_chernoff_bound_covers_the_null():
     assert ph.chernoff_tail(40.0, m) < 1e-12
 
 
+def _viterbi_reference(soft: np.ndarray) -> np.ndarray:
+    """Textbook soft Viterbi over the encoder's shift register (newest input in the top bit)."""
+    k, gens = 7, (0o171, 0o133)
+    steps = len(soft) // 2
+    metric = {0: 0.0}
+    paths = {0: []}
+    for t in range(steps):
+        new_metric, new_paths = {}, {}
+        for state, m in sorted(metric.items()):
+            for b in (0, 1):
+                full = (b << (k - 1)) | state
+                out = [bin(full & g).count("1") % 2 for g in gens]
+                cand = m + sum((1 - 2 * o) * soft[2 * t + j] for j, o in enumerate(out))
+                nxt = full >> 1
+                if nxt not in new_metric or cand > new_metric[nxt]:
+                    new_metric[nxt], new_paths[nxt] = cand, paths[state] + [b]
+        metric, paths = new_metric, new_paths
+    return np.array(paths[0][: steps - (k - 1)], np.int8)
+
+
+def test_batched_viterbi_matches_a_textbook_decoder():
+    rng = np.random.default_rng(2)
+    msgs = [ph._message(bytes(rng.integers(0, 256, 4, dtype=np.uint8)), 0x5A5A5A5A) for _ in range(6)]
+    for m in msgs:  # the generator-matrix encoder against the shift register
+        assert np.array_equal(ph.conv_encode(m), ph._conv_encode(m))
+    soft = np.stack([(1.0 - 2.0 * ph.conv_encode(m)) + rng.normal(0, s, ph.n_coded())
+                     for m, s in zip(msgs, (0.3, 0.6, 0.9, 1.2, 2.0, 5.0))])
+    batch = ph.viterbi_decode_batch(soft)
+    for row, s in zip(batch, soft):
+        assert np.array_equal(row, _viterbi_reference(s))
+        assert np.array_equal(row, ph.viterbi_decode(s))
+    assert all(np.array_equal(batch[i], msgs[i]) for i in range(2))  # light noise: decoded
+
+
+# --- fast paths agree with the plain formulas -------------------------------------------------------
+
+
+@pytest.mark.parametrize("h, w", [(21, 45), (64, 96), (100, 77)])
+def test_fold_by_reshaping_matches_the_scatter_add(h, w):
+    y = np.random.default_rng(3).normal(size=(h, w)).astype(np.float32)
+    fold = ph._Fold(np.eye(2) / ph.G, h, w)
+    assert fold.grid
+    fold.add(y)
+    want = np.zeros((ph.G, ph.G))
+    np.add.at(want, ((np.arange(h) % ph.G)[:, None], (np.arange(w) % ph.G)[None, :]), y.astype(np.float64))
+    assert np.allclose(fold.sums.reshape(ph.G, ph.G), want, atol=1e-9)
+    cnt = np.zeros((ph.G, ph.G))
+    np.add.at(cnt, ((np.arange(h) % ph.G)[:, None], (np.arange(w) % ph.G)[None, :]), 1.0)
+    assert np.array_equal(fold.counts.reshape(ph.G, ph.G), cnt)
+
+
+def test_axis_aligned_fold_counts_every_pixel_once():
+    h, w = 70, 91
+    fold = ph._Fold(np.eye(2) / 45.25, h, w)
+    assert not fold.grid
+    assert np.array_equal(fold.counts, np.bincount(fold.index, minlength=ph.G * ph.G))
+    ux, uy = (np.arange(w) + 0.5) / 45.25, (np.arange(h) + 0.5) / 45.25
+    want = np.floor((uy % 1) * ph.G)[:, None] * ph.G + np.floor((ux % 1) * ph.G)[None, :]
+    assert np.array_equal(fold.index, want.ravel().astype(np.intp))
+
+
+def test_rotated_fold_bins_every_pixel_by_its_tile_position():
+    a = ph._map(37.3, math.radians(3.0))
+    h, w = 50, 70
+    fold = ph._Fold(a, h, w)
+    px, py = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    ux, uy = a[0, 0] * px + a[1, 0] * py, a[0, 1] * px + a[1, 1] * py
+    want = (np.floor((uy % 1) * ph.G) % ph.G) * ph.G + np.floor((ux % 1) * ph.G) % ph.G
+    assert np.mean(fold.index == want.ravel()) > 0.999  # float32 rounding at bin edges aside
+
+
+def test_luma_lookup_matches_the_float_formula():
+    x = np.random.default_rng(4).integers(0, 256, (33, 47, 4), dtype=np.uint8)
+    for v in (x[..., :3], x, x[2:30, 5:40, :3], x[:, ::-1, :3]):
+        a = v.astype(np.float32)
+        assert np.array_equal(ph.luma(v), 0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2])
+
+
+def test_tiled_render_matches_the_direct_sum():
+    lay = ph.layout_for(KEY.secret)
+    c = ph.coefficients(lay, PAYLOAD)
+    for period, h, w in ((64.0, 150, 201), (32.0, 40, 33), (64.0, 50, 60)):
+        assert np.allclose(ph.render(c, lay.k, period, h, w), ph._render(c, lay.k, period, h, w), atol=1e-4)
+
+
+def test_ring_median_matches_numpy():
+    rng = np.random.default_rng(5)
+    x, ring = rng.normal(size=200), rng.integers(3, 12, 200)
+    out = ph._ring_median(x, ring)
+    for r in np.unique(ring):
+        assert np.all(out[ring == r] == np.median(x[ring == r]))
+
+
+def test_comb_spectrum_matches_a_double_precision_fft():
+    y = ph.luma(np.ascontiguousarray(_photo("skimage:coffee")[:200, :300]))
+    q, s = ph.comb_spectrum([y])
+    n = q.shape[0]
+    c = ph.prefilter(np.ascontiguousarray(y[:s, 50:50 + s]), 48.0).astype(np.float64)
+    power = np.abs(np.fft.fft2(c - c.mean(), s=(n, n))) ** 2
+    f = np.fft.fftfreq(n)
+    ring = np.round(np.hypot(f[None, :], f[:, None]) * s).astype(np.int64)
+    logp = np.log(power + 1e-12)
+    mean = np.bincount(ring.ravel(), logp.ravel()) / np.maximum(np.bincount(ring.ravel()), 1)
+    want = np.exp(logp - mean[ring])
+    # ring 0 is the DC bin's neighbourhood, ≈ 0 power (rounding noise) and never read by the
+    # comb score (|k|/P ≥ 12/s); elsewhere single precision is ample
+    big = (want > 1e-3) & (ring > 0)
+    assert np.allclose(q[big], want[big], rtol=1e-3)
+
+
 # --- images ------------------------------------------------------------------------------------
 
 

@@ -265,6 +265,19 @@ def _trellis(gens: tuple[int, ...]):
 
 def conv_encode(bits: np.ndarray) -> np.ndarray:
     """Coded bits, interleaved per step (one per generator): c_t = Σ_i g_i x_{t−i} mod 2."""
+    bits = np.asarray(bits)
+    if len(bits) == N_MSG:  # every decoding attempt re-encodes its message: one product
+        return ((_code_matrix() @ bits.astype(np.int64)) % 2).astype(np.int8)
+    return _conv_encode(bits)
+
+
+@lru_cache(maxsize=1)
+def _code_matrix() -> np.ndarray:
+    """The code is linear over GF(2): column i is the codeword of the i-th unit message."""
+    return np.stack([_conv_encode(e) for e in np.eye(N_MSG, dtype=np.int64)], 1).astype(np.int64)
+
+
+def _conv_encode(bits: np.ndarray) -> np.ndarray:
     x = np.concatenate([np.asarray(bits, np.int64), np.zeros(_K - 1, np.int64)])
     out = np.empty((len(x), len(GENERATORS)), np.int8)
     for j, g in enumerate(GENERATORS):
@@ -276,32 +289,44 @@ def conv_encode(bits: np.ndarray) -> np.ndarray:
 def viterbi_decode(soft: np.ndarray) -> np.ndarray:
     """Maximum-likelihood message for soft coded bits (`soft[j] > 0` favours a 0), ending in
     state 0 (zero tail)."""
+    return viterbi_decode_batch(np.asarray(soft, np.float64)[None])[0]
+
+
+def viterbi_decode_batch(soft: np.ndarray) -> np.ndarray:
+    """`viterbi_decode` of every row of soft (B, n): one trellis pass for all rows, since the
+    per-step cost is numpy call overhead rather than arithmetic at 64 states."""
     out, _ = _trellis(GENERATORS)
     r = len(GENERATORS)
-    steps = len(soft) // r
+    soft = np.asarray(soft, np.float64)
+    nb = soft.shape[0]
+    steps = soft.shape[1] // r
+    half = _NSTATE // 2
     sign = 1.0 - 2.0 * out  # (S, 2, r)
-    bm = np.einsum("sbr,tr->tsb", sign, np.asarray(soft, np.float64)[: steps * r].reshape(steps, r))
-    # state ns is entered with input b = top bit of ns from ((ns mod 2^(K-2)) << 1) | {0, 1}
+    bm = np.einsum("sbr,ntr->tnsb", sign, soft[:, : steps * r].reshape(nb, steps, r))
+    # state ns = (b, lo) is entered with input b from states 2·lo and 2·lo + 1 (its top bit
+    # is the newest input): in that (2, S/2) layout the predecessors are plain strided views
     ns = np.arange(_NSTATE)
     b_of = ns >> (_K - 2)
-    p0 = (ns & ((1 << (_K - 2)) - 1)) << 1
-    p1 = p0 | 1
-    bm0, bm1 = bm[:, p0, b_of], bm[:, p1, b_of]  # (T, S) branch metrics into every state
-    metric = np.full(_NSTATE, -np.inf)
-    metric[0] = 0.0
-    back = np.zeros((steps, _NSTATE), np.int64)  # the chosen predecessor of every state
+    p0 = (ns & (half - 1)) << 1
+    bm0 = bm[:, :, p0, b_of].reshape(steps, nb, 2, half)  # (T, B, b, lo) into every state
+    bm1 = bm[:, :, p0 | 1, b_of].reshape(steps, nb, 2, half)
+    metric = np.full((nb, _NSTATE), -np.inf)
+    metric[:, 0] = 0.0
+    back = np.zeros((steps, nb, 2, half), bool)  # predecessor 2·lo + 1 (else 2·lo) of every state
     for t in range(steps):
-        c0 = metric[p0] + bm0[t]
-        c1 = metric[p1] + bm1[t]
-        choose1 = c1 > c0
-        metric = np.where(choose1, c1, c0)
-        back[t] = np.where(choose1, p1, p0)
-    state = 0
-    bits = np.zeros(steps, np.int8)
+        pairs = metric.reshape(nb, 1, half, 2)
+        c0 = pairs[..., 0] + bm0[t]
+        c1 = pairs[..., 1] + bm1[t]
+        np.greater(c1, c0, out=back[t])
+        metric = np.maximum(c0, c1).reshape(nb, _NSTATE)  # ties keep 2·lo, as the strict test
+    back = back.reshape(steps, nb, _NSTATE)
+    state = np.zeros(nb, np.int64)
+    rows = np.arange(nb)
+    bits = np.zeros((nb, steps), np.int8)
     for t in range(steps - 1, -1, -1):
-        bits[t] = state >> (_K - 2)
-        state = back[t, state]
-    return bits[: steps - (_K - 1)]
+        bits[:, t] = state >> (_K - 2)
+        state = ((state & (half - 1)) << 1) | back[t, rows, state]
+    return bits[:, : steps - (_K - 1)]
 
 
 def _bits(data: bytes) -> np.ndarray:
@@ -380,7 +405,22 @@ def tile_period(h: int, w: int) -> float:
     return fit[-1] if fit else PERIODS[0]
 
 
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@lru_cache(maxsize=1)
+def _luma_tables() -> tuple[np.ndarray, ...]:
+    v = np.arange(256, dtype=np.float32)
+    return tuple(np.float32(c) * v for c in _LUMA_WEIGHTS)
+
+
 def luma(rgb: np.ndarray) -> np.ndarray:
+    if rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[-1] in (3, 4):
+        # the float32 products w·v of every 8-bit value, looked up and summed in the same order
+        # as below: bit-identical, without a float copy of all three channels
+        t = _luma_tables()
+        ch = cv2.split(rgb)
+        return cv2.add(cv2.add(cv2.LUT(ch[0], t[0]), cv2.LUT(ch[1], t[1])), cv2.LUT(ch[2], t[2]))
     a = rgb.astype(np.float32)
     return 0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2]
 
@@ -388,6 +428,14 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 def render(c: np.ndarray, k: np.ndarray, period: float, h: int, w: int) -> np.ndarray:
     """Σ_k Re(c_k e^{2πi k·u}) with u = p / period, p = pixel centre (x + ½, y + ½).
     Separable: (H × nky)·(nky × nkx)·(nkx × W) complex products."""
+    p = int(period)
+    if p == period and max(h, w) > p:  # whole-pixel period: the pattern repeats exactly
+        tile = _render(c, k, period, min(h, p), min(w, p))
+        return np.tile(tile, (-(-h // p), -(-w // p)))[:h, :w]
+    return _render(c, k, period, h, w)
+
+
+def _render(c: np.ndarray, k: np.ndarray, period: float, h: int, w: int) -> np.ndarray:
     r = int(BAND[1])
     xs = (np.arange(w) + 0.5) / period
     ys = (np.arange(h) + 0.5) / period
@@ -465,15 +513,18 @@ def embed_frames(frames: np.ndarray, key: WatermarkKey, payload: bytes, strength
             probe = render(c_i, lay.k, period, h, w)
         x = _informed(y, m, c_i, scale * probe, period, lay_i, coded, small=min(h, w) < SMALL_SIDE)
         delta = scale * m * render(x, lay.k, period, h, w)
+        if not video:  # OpenCV rounds and saturates the sum per channel without a float copy
+            out[i] = cv2.merge([cv2.add(ch, delta, dtype=cv2.CV_8U) for ch in cv2.split(f)])
+            continue
         fr = f.astype(np.float32)
         marked = np.clip(np.round(fr + delta[..., None]), 0, 255)
-        if video:  # the gain sits near the floor: hold every frame to it whatever its content
-            for _ in range(4):
-                mse = float(np.mean((marked - fr) ** 2))
-                if mse <= VIDEO_MAX_MSE:
-                    break
-                delta *= 0.995 * math.sqrt(VIDEO_MAX_MSE / mse)
-                marked = np.clip(np.round(fr + delta[..., None]), 0, 255)
+        # the gain sits near the floor: hold every frame to it whatever its content
+        for _ in range(4):
+            mse = float(np.mean((marked - fr) ** 2))
+            if mse <= VIDEO_MAX_MSE:
+                break
+            delta *= 0.995 * math.sqrt(VIDEO_MAX_MSE / mse)
+            marked = np.clip(np.round(fr + delta[..., None]), 0, 255)
         out[i] = marked.astype(np.uint8)
     return out
 
@@ -508,8 +559,9 @@ def _informed(y: np.ndarray, m: np.ndarray, c: np.ndarray, probe: np.ndarray, pe
     4. τ is the largest margin whose energy Σ a_c² fits the plain payload's budget (bisection).
     Pilot frequencies stay plain: their comb keeps the key-free re-synchronisation visible."""
     a = np.eye(2) / period
-    hs = lattice_spectrum([y], a, lay.k)
-    g = np.real((lattice_spectrum([y + m * probe], a, lay.k) - hs) * np.conj(c))
+    folds: dict = {}
+    hs = lattice_spectrum([y], a, lay.k, folds=folds)
+    g = np.real((lattice_spectrum([y + m * probe], a, lay.k, folds=folds) - hs) * np.conj(c))
     g = np.maximum(g, 0.2 * max(float(np.median(g)), 1e-6))
     h = hs / g
     if small:
@@ -524,10 +576,7 @@ def _informed(y: np.ndarray, m: np.ndarray, c: np.ndarray, probe: np.ndarray, pe
     kk = lay.k[lay.payload]
     ring = np.round(np.hypot(kk[:, 0], kk[:, 1])).astype(int)
     mag = np.abs(g[lay.payload] * (h[lay.payload] + c[lay.payload]))
-    wbin = np.empty(n)
-    for r in np.unique(ring):
-        sel = ring == r
-        wbin[sel] = g[lay.payload][sel] / (np.sqrt(np.median(mag[sel] ** 2)) + 1e-9)
+    wbin = g[lay.payload] / (np.sqrt(_ring_median(mag**2, ring)) + 1e-9)
     wc = np.repeat(wbin, 2)
     b = MARGIN_FLOOR / math.sqrt(2)
     nb = n_coded()
@@ -605,9 +654,12 @@ def _phase_qim(h: np.ndarray, c: np.ndarray, lay: Layout, payload_bits: np.ndarr
 def prefilter(y: np.ndarray, period: float) -> np.ndarray:
     """High-pass (σ = P/10: the host's low frequencies would leak into the band) divided by the
     local RMS, so textured regions and strong edges do not drown the rest of the fold."""
-    hp = y - cv2.GaussianBlur(y, (0, 0), max(1.0, period / 10.0))
-    act = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), max(2.0, period / 8.0))) + 1.0
-    return (hp / act).astype(np.float32)
+    hp = (y - cv2.GaussianBlur(y, (0, 0), max(1.0, period / 10.0))).astype(np.float32, copy=False)
+    act = cv2.GaussianBlur(hp * hp, (0, 0), max(2.0, period / 8.0))
+    np.sqrt(act, out=act)
+    act += 1.0
+    hp /= act
+    return hp
 
 
 class _Fold:
@@ -615,25 +667,49 @@ class _Fold:
     u = Aᵀ p) into G×G bins (a scatter-add of every pixel into its bin)."""
 
     def __init__(self, a: np.ndarray, h: int, w: int):
-        if a[0, 1] == 0 and a[1, 0] == 0:  # axis-aligned: bins per column and per row
-            ux, uy = (np.arange(w) + 0.5) * a[0, 0], (np.arange(h) + 0.5) * a[1, 1]
-            jx = (((ux - np.floor(ux)) * G).astype(np.int32) % G)[None, :]
-            jy = (((uy - np.floor(uy)) * G).astype(np.int32) % G)[:, None]
-        else:
-            px, py = (np.arange(w) + 0.5).astype(np.float32), (np.arange(h) + 0.5).astype(np.float32)[:, None]
-            ux = np.float32(a[0, 0]) * px + np.float32(a[1, 0]) * py  # (H, W)
-            uy = np.float32(a[0, 1]) * px + np.float32(a[1, 1]) * py
-            ux -= np.floor(ux)
-            uy -= np.floor(uy)
-            jx = (ux * G).astype(np.int32) % G
-            jy = (uy * G).astype(np.int32) % G
-        self.index = (jy * G + jx).ravel()
-        self.counts = np.bincount(self.index, minlength=G * G).astype(np.float64)
         self.sums = np.zeros(G * G)
         self.frames = 0
+        self.shape = (h, w)
+        # one bin per pixel (an axis-aligned G-px period at this level, as the native periods
+        # are): pixel x falls in bin x mod G, so a frame folds by reshaping, with no index
+        self.grid = a[0, 1] == 0 and a[1, 0] == 0 and a[0, 0] * G == 1 and a[1, 1] * G == 1
+        shift = G.bit_length() - 1  # jy·G + jx = jy << shift | jx, G a power of two
+        if self.grid:
+            cy, cx = np.bincount(np.arange(h) % G, minlength=G), np.bincount(np.arange(w) % G, minlength=G)
+            self.counts = np.outer(cy, cx).astype(np.float64).ravel()
+        elif a[0, 1] == 0 and a[1, 0] == 0:  # axis-aligned: bins per column and per row
+            ux, uy = (np.arange(w) + 0.5) * a[0, 0], (np.arange(h) + 0.5) * a[1, 1]
+            jx = ((ux - np.floor(ux)) * G).astype(np.intp) % G
+            jy = ((uy - np.floor(uy)) * G).astype(np.intp) % G
+            # bincount's own index type, so no frame pays a cast; the counts are separable
+            self.index = ((jy[:, None] << shift) | jx[None, :]).ravel()
+            cy, cx = np.bincount(jy, minlength=G), np.bincount(jx, minlength=G)
+            self.counts = np.outer(cy, cx).astype(np.float64).ravel()
+        else:  # in place, one (H, W) buffer per axis: this runs on a megapixel per estimated lattice
+            px, py = (np.arange(w) + 0.5).astype(np.float32), (np.arange(h) + 0.5).astype(np.float32)[:, None]
+            jx = self._bins(np.float32(a[0, 0]) * px + np.float32(a[1, 0]) * py)  # (H, W)
+            jy = self._bins(np.float32(a[0, 1]) * px + np.float32(a[1, 1]) * py)
+            self.index = (np.left_shift(jy, shift) | jx).astype(np.intp).ravel()
+            self.counts = np.bincount(self.index, minlength=G * G).astype(np.float64)
+
+    @staticmethod
+    def _bins(u: np.ndarray) -> np.ndarray:
+        """⌊frac(u)·G⌋ of a float32 array (overwritten)."""
+        u -= np.floor(u)
+        u *= G
+        return u.astype(np.int32) & (G - 1)
 
     def add(self, yf: np.ndarray) -> None:
-        self.sums += np.bincount(self.index, weights=yf.ravel(), minlength=G * G)
+        if self.grid:
+            h, w = self.shape
+            hp, wp = h - h % G, w - w % G
+            rows = yf[:hp].reshape(hp // G, G, w).sum(0, dtype=np.float64)  # (G, W): rows folded
+            rows[:h - hp] += yf[hp:]
+            tile = rows[:, :wp].reshape(G, wp // G, G).sum(1)
+            tile[:, :w - wp] += rows[:, wp:]
+            self.sums += tile.ravel()
+        else:
+            self.sums += np.bincount(self.index, weights=yf.ravel(), minlength=G * G)
         self.frames += 1
 
     def spectrum(self, k: np.ndarray) -> np.ndarray:
@@ -653,7 +729,7 @@ def _downsample(y: np.ndarray, f: int) -> np.ndarray:
 
 
 def lattice_spectrum(lumas: list[np.ndarray], a: np.ndarray, k: np.ndarray,
-                     cache: dict | None = None) -> np.ndarray:
+                     cache: dict | None = None, folds: dict | None = None) -> np.ndarray:
     """F_k of the prefiltered frames folded modulo the lattice of A. Periods of 64 px and more
     are folded from an f× area-downsampled luminance, f = ⌊P/32⌋ (the bins average that much
     anyway): pixel centres scale exactly (p = f·p′), so the map becomes f·A."""
@@ -661,9 +737,16 @@ def lattice_spectrum(lumas: list[np.ndarray], a: np.ndarray, k: np.ndarray,
     f = max(1, int(period // G))  # ≥ 32 px per period after downsampling: one pixel per bin or more
     cache = {} if cache is None else cache
     if f not in cache:  # prefiltered once per level: σ = 3.2 px at the level (P/10 for 32-px tiles)
-        cache[f] = [prefilter(_downsample(y, f), float(G)).astype(np.float64) for y in lumas]
+        cache[f] = [prefilter(_downsample(y, f), float(G)) for y in lumas]
     src = cache[f]
-    fold = _Fold(a * f, *src[0].shape)
+    key = (f, a.tobytes(), src[0].shape)
+    fold = None if folds is None else folds.get(key)
+    if fold is None:
+        fold = _Fold(a * f, *src[0].shape)
+        if folds is not None:  # the bin of every pixel, kept for the next fold at this map and size
+            folds[key] = fold
+    fold.sums[:] = 0.0
+    fold.frames = 0
     for y in src:
         fold.add(y)
     return fold.spectrum(k)
@@ -683,40 +766,62 @@ def comb_spectrum(lumas: list[np.ndarray]) -> tuple[np.ndarray, int]:
     s = min(512, h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
     n = 1 << max(10, int(math.ceil(math.log2(4 * s))) - (1 if s > 256 else 0))
-    power = np.zeros((n, n))
+    power = np.zeros((n, n), np.float32)
+    pad = np.zeros((n, n), np.float32)
     step = max(1, len(lumas) // 8)
     for y in lumas[::step][:8]:
         c = prefilter(np.ascontiguousarray(y[y0:y0 + s, x0:x0 + s], np.float32), 48.0)
-        power += np.abs(np.fft.fft2(c - c.mean(), s=(n, n))) ** 2
-    f = np.fft.fftfreq(n)
-    ring = np.round(np.hypot(f[None, :], f[:, None]) * s).astype(np.int64)
-    logp = np.log(power + 1e-12)
-    mean = np.bincount(ring.ravel(), logp.ravel()) / np.maximum(np.bincount(ring.ravel()), 1)
-    return np.exp(logp - mean[ring]), s
+        pad[:s, :s] = c - c.mean()
+        # a real float32 transform (OpenCV), told that only the first s rows are non-zero:
+        # single precision is ample for a score that averages over a hundred comb teeth
+        spec = cv2.dft(pad, flags=cv2.DFT_COMPLEX_OUTPUT, nonzeroRows=s)
+        power += spec[..., 0] ** 2 + spec[..., 1] ** 2
+    power += np.float32(1e-12)
+    ring, counts = _rings(n, s)
+    mean = np.bincount(ring, np.log(power).ravel(), minlength=len(counts)) / counts
+    return power * np.exp(-mean).astype(np.float32)[ring.reshape(n, n)], s
+
+
+@lru_cache(maxsize=4)
+def _rings(n: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ring number round(|f|·s) of every bin of an n×n DFT (flat), and the bins per ring."""
+    # |fftfreq| is min(i, n − i)/n: the radii of one quadrant, gathered into the n×n layout
+    f = np.arange(n // 2 + 1) / n
+    quad = np.round(np.hypot(f[None, :], f[:, None]) * s).astype(np.intp)
+    a = np.minimum(np.arange(n), n - np.arange(n))
+    ring = quad[a[:, None], a[None, :]].ravel()
+    return ring, np.maximum(np.bincount(ring), 1)
 
 
 def _comb_score(q: np.ndarray, periods: np.ndarray, angles: np.ndarray, k: np.ndarray,
                 interpolate: bool = False) -> np.ndarray:
     """z-score of the mean (capped) comb value at f = R(θ) k / P, shape (P, R)."""
     n = q.shape[0]
+    assert n & (n - 1) == 0  # wrap-around of the indices below by a bit mask
+    flat = q.reshape(-1)
     c, s_ = np.cos(angles)[:, None], np.sin(angles)[:, None]
     kx, ky = k[None, :, 0].astype(np.float32), k[None, :, 1].astype(np.float32)
     rx, ry = (c * kx - s_ * ky).astype(np.float32), (s_ * kx + c * ky).astype(np.float32)  # (R, n)
     inv = (1.0 / periods).astype(np.float32)[:, None, None]
-    fx, fy = rx[None] * inv, ry[None] * inv  # (P, R, n)
-    valid = fx * fx + fy * fy < 0.42**2
+    fx, fy = rx[None] * (inv * n), ry[None] * (inv * n)  # (P, R, n), in DTFT bins
+    # a rotation keeps |k|, so which teeth fall below the cut depends on the period alone
+    valid = (kx * kx + ky * ky)[None] * (inv * inv) < 0.42**2  # (P, 1, n)
     if interpolate:  # bilinear between DTFT samples
-        gx, gy = fx * n, fy * n
-        x0, y0 = np.floor(gx), np.floor(gy)
-        wx, wy = gx - x0, gy - y0
-        x0, y0 = x0.astype(np.int64) % n, y0.astype(np.int64) % n
-        x1, y1 = (x0 + 1) % n, (y0 + 1) % n
-        v = (1 - wy) * ((1 - wx) * q[y0, x0] + wx * q[y0, x1]) + wy * ((1 - wx) * q[y1, x0] + wx * q[y1, x1])
+        x0, y0 = np.floor(fx), np.floor(fy)
+        wx, wy = fx - x0, fy - y0
+        x0, y0 = x0.astype(np.int32) & (n - 1), y0.astype(np.int32) & (n - 1)
+        x1, y1 = (x0 + 1) & (n - 1), (y0 + 1) & (n - 1)
+        y0 *= n
+        y1 *= n
+        v = (1 - wy) * ((1 - wx) * flat[y0 + x0] + wx * flat[y0 + x1]) \
+            + wy * ((1 - wx) * flat[y1 + x0] + wx * flat[y1 + x1])
     else:
-        v = q[np.rint(fy * n).astype(np.int64) % n, np.rint(fx * n).astype(np.int64) % n]
-    v = np.minimum(v, 12.0)
+        idx = (np.rint(fy).astype(np.int32) & (n - 1)) * n + (np.rint(fx).astype(np.int32) & (n - 1))
+        v = flat[idx]
+    np.minimum(v, 12.0, out=v)
+    v *= valid
     cnt = valid.sum(-1)
-    mean = np.where(valid, v, 0).sum(-1) / np.maximum(cnt, 1)
+    mean = v.sum(-1) / np.maximum(cnt, 1)
     return (mean - _Q_NULL) * np.sqrt(cnt) / _Q_NULL
 
 
@@ -770,14 +875,20 @@ def _log_i0(x: np.ndarray) -> np.ndarray:
     return np.log(i0e(x)) + np.abs(x)
 
 
+@lru_cache(maxsize=1)
+def _chernoff_grid() -> tuple[np.ndarray, np.ndarray]:
+    lam = np.concatenate([np.linspace(0, 4, 401)[1:], np.geomspace(4, 2000, 600)])
+    return lam, _log_i0(lam)
+
+
 def chernoff_tail(t: float, m: int) -> float:
     """P(Σ_{j<m} cos θ_j ≥ t) ≤ min_λ e^{−λt} I₀(λ)^m for iid uniform θ_j (a rigorous bound)."""
     if t <= 0:
         return 1.0
     if t >= m:
         return 0.0
-    lam = np.concatenate([np.linspace(0, 4, 401)[1:], np.geomspace(4, 2000, 600)])
-    expo = -lam * t + m * _log_i0(lam)
+    lam, log_i0 = _chernoff_grid()
+    expo = -lam * t + m * log_i0
     return float(min(1.0, math.exp(float(expo.min()))))
 
 
@@ -848,36 +959,60 @@ def detect_lumas(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = 
     cache: dict = {}
     done = lambda: best["valid"] and 2.0 * N_ATTEMPTS * best["q"] <= threshold  # noqa: E731
 
-    def attempt(name: str, a: np.ndarray, f: np.ndarray, surf: np.ndarray, d: tuple[int, int],
-                p_pilot: float, qim: int = 0) -> None:
-        # 2. Decode at this sync; q = p_pilot·2⁻³² when the CRC checks, else p_pilot.
-        res = _finish(_soft_at(f, surf, d, lay, qim), lay)
+    def decode(todo: list[tuple]) -> list[tuple]:
+        # 2. Decode at each sync (name, A, F, S, d, p_pilot, QIM), all in one Viterbi pass.
+        if not todo:
+            return []
+        softs = np.stack([_soft_at(f, surf, d, lay, qim) for _, _, f, surf, d, _, qim in todo])
+        return list(zip(softs, viterbi_decode_batch(softs)))
+
+    def take(entry: tuple, soft: np.ndarray, msg: np.ndarray) -> None:
+        # q = p_pilot·2⁻³² when the CRC checks, else p_pilot. Every attempt counts against the
+        # fixed budget N whether or not it is decoded.
+        name, a, _, surf, d, p_pilot, _ = entry
+        res = _finish(soft, lay, msg)
         q = p_pilot * (2.0 ** -CRC_BITS if res["valid"] else 1.0)
         if q < best["q"]:
             best.update({"q": q, "name": name, "A": a, "p_pilot": p_pilot, "stat": float(surf[d]), **res})
 
+    def search(group: list[tuple[str, np.ndarray]], native: bool = False) -> None:
+        # The attempts of a group of lattices go through one Viterbi pass; their results are
+        # then taken lattice by lattice, stopping where a lattice-at-a-time search would stop.
+        per_lattice = []
+        for name, a in group:
+            f = lattice_spectrum(lumas, a, k, cache)
+            surf = _pilot_surface(f, lay)
+            todo = []
+            if native:
+                p_aligned = chernoff_tail(float(surf[0, 0]), m)
+                todo.append(("aligned", a, f, surf, (0, 0), p_aligned, 0))
+                todo += [(f"aligned QIM {lv}", a, f, surf, (0, 0), p_aligned, lv) for lv in QIM_LEVELS]
+            todo += [("shifted" if native else name, a, f, surf, d,
+                      min(1.0, G * G * chernoff_tail(float(surf[d]), m)), 0)
+                     for d in _peaks(surf, N_SHIFTS) if not native or d != (0, 0)]
+            per_lattice.append(todo)
+        decoded = iter(decode([t for todo in per_lattice for t in todo]))
+        for todo in per_lattice:
+            if done():
+                break
+            for entry in todo:
+                take(entry, *next(decoded))
+
+    search(fixed[:1], native=True)
     estimated: list = []
-    for li in range(len(PERIODS) + N_ESTIMATED):
-        if li == len(fixed):
-            estimated = [("estimated", c["A"]) for c in estimate_lattices(lumas)]
-        lattices = (fixed + estimated)[:len(PERIODS) + N_ESTIMATED]
-        if li >= len(lattices) or done():
-            break
-        name, a = lattices[li]
-        if li == 1 and max(h, w) > SEARCH_SIDE:  # the searches look at a central window
-            y0, x0 = max(0, (h - SEARCH_SIDE) // 2), max(0, (w - SEARCH_SIDE) // 2)
-            lumas, cache = [y[y0:y0 + SEARCH_SIDE, x0:x0 + SEARCH_SIDE] for y in lumas], {}
-        f = lattice_spectrum(lumas, a, k, cache)
-        surf = _pilot_surface(f, lay)
-        if li == 0:
-            p_aligned = chernoff_tail(float(surf[0, 0]), m)
-            attempt("aligned", a, f, surf, (0, 0), p_aligned)
-            for lv in QIM_LEVELS:
-                attempt(f"aligned QIM {lv}", a, f, surf, (0, 0), p_aligned, lv)
-        for d in _peaks(surf, N_SHIFTS):
-            if li > 0 or d != (0, 0):
-                attempt(name if li else "shifted", a, f, surf, d,
-                        min(1.0, G * G * chernoff_tail(float(surf[d]), m)))
+    if not done() and max(h, w) > SEARCH_SIDE:  # the searches look at a central window
+        y0, x0 = max(0, (h - SEARCH_SIDE) // 2), max(0, (w - SEARCH_SIDE) // 2)
+        lumas = [y[y0:y0 + SEARCH_SIDE, x0:x0 + SEARCH_SIDE] for y in lumas]
+        wh, ww = lumas[0].shape
+        # a level already prefiltered for the whole frame is cut, not filtered again, where the
+        # window starts on its pixel grid (the filter then sees past the window's edge)
+        cache = {f: [y[y0 // f:y0 // f + wh // f, x0 // f:x0 // f + ww // f] for y in src]
+                 for f, src in cache.items() if y0 % f == 0 and x0 % f == 0}
+    if not done():
+        search(fixed[1:])
+    if not done():
+        estimated = [("estimated", c["A"]) for c in estimate_lattices(lumas)]
+        search(estimated[:len(PERIODS) + N_ESTIMATED - len(fixed)])
 
     # 3. Video whose joint fold did not decode: fold again with the scene's motion undone. The
     #    shifts come from the pixels alone (no key), so the pilot test keeps its null law.
@@ -892,7 +1027,8 @@ def detect_lumas(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = 
             f = motion_spectrum(lumas, a, k, motion, cache)
             surf = _pilot_surface(f, lay)
             d = _peaks(surf, 1)[0]
-            attempt(f"motion {name}", a, f, surf, d, min(1.0, G * G * chernoff_tail(float(surf[d]), m)))
+            entry = (f"motion {name}", a, f, surf, d, min(1.0, G * G * chernoff_tail(float(surf[d]), m)), 0)
+            take(entry, *decode([entry])[0])
 
     # 4. Still nothing: per-frame synchronisation.
     if len(lumas) > 1 and not done() and not (best["valid"] and best["p_pilot"] < 1e-3):
@@ -931,8 +1067,10 @@ def detect_aligned(lumas: list[np.ndarray], key: WatermarkKey, threshold: float 
     surf = _pilot_surface(f, lay)
     p_pilot = chernoff_tail(float(surf[0, 0]), len(lay.pilot))
     best: tuple | None = None
-    for lv in (0,) + QIM_LEVELS:
-        res = _finish(_soft_at(f, surf, (0, 0), lay, lv), lay)
+    levels = (0,) + QIM_LEVELS
+    softs = np.stack([_soft_at(f, surf, (0, 0), lay, lv) for lv in levels])
+    for lv, soft, msg in zip(levels, softs, viterbi_decode_batch(softs)):
+        res = _finish(soft, lay, msg)
         q = p_pilot * (2.0 ** -CRC_BITS if res["valid"] else 1.0)
         if best is None or q < best[0]:
             best = (q, lv, res)
@@ -949,9 +1087,8 @@ def detect_aligned(lumas: list[np.ndarray], key: WatermarkKey, threshold: float 
 
 def _peaks(surf: np.ndarray, n: int) -> list[tuple[int, int]]:
     """The n highest local maxima of a cyclic surface (3×3 neighbourhood)."""
-    from scipy.ndimage import maximum_filter
-
-    is_max = surf >= maximum_filter(surf, size=3, mode="wrap")
+    nbhd = np.max([np.roll(surf, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    is_max = surf >= nbhd  # the 3×3 cyclic maximum, without importing scipy.ndimage for it
     idx = np.flatnonzero(is_max)
     top = idx[np.argsort(surf.ravel()[idx])[::-1][:n]]
     return [(int(i // G), int(i % G)) for i in top]
@@ -999,7 +1136,7 @@ def motion_spectrum(lumas: list[np.ndarray], a: np.ndarray, k: np.ndarray, motio
     period = 1.0 / math.sqrt(abs(np.linalg.det(a)))
     f = max(1, int(period // G))
     if f not in cache:
-        cache[f] = [prefilter(_downsample(y, f), float(G)).astype(np.float64) for y in lumas]
+        cache[f] = [prefilter(_downsample(y, f), float(G)) for y in lumas]
     src = cache[f]
     fold = _Fold(a * f, *src[0].shape)
     freq = k @ a.T  # rows: A k (cycles per pixel, x then y)
@@ -1055,9 +1192,7 @@ def _soft(aligned: np.ndarray, lay: Layout, qim: int = 0) -> np.ndarray:
     """Soft coded bits (positive favours 0) from key-aligned coefficients: each coded bit sums
     its chips (see `_chips`)."""
     chips, bit = _chips(aligned, lay, qim)
-    soft = np.zeros(n_coded())
-    np.add.at(soft, bit, chips)
-    return soft
+    return np.bincount(bit, chips, minlength=n_coded())
 
 
 def _chips(aligned: np.ndarray, lay: Layout, qim: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -1070,18 +1205,36 @@ def _chips(aligned: np.ndarray, lay: Layout, qim: int = 0) -> tuple[np.ndarray, 
         return np.cos(qim / 2.0 * np.angle(v)) * lay.qim_sign, lay.qim_bit
     k = lay.k[lay.payload]
     r = np.round(np.hypot(k[:, 0], k[:, 1])).astype(int)
-    scale = np.ones(len(v))
-    for ring in np.unique(r):
-        sel = r == ring
-        scale[sel] = np.sqrt(np.median(np.abs(v[sel]) ** 2)) + 1e-9
+    scale = np.sqrt(_ring_median(np.abs(v) ** 2, r)) + 1e-9
     v = v / scale * math.sqrt(2)
     chips = np.empty(2 * len(v))
     chips[0::2], chips[1::2] = v.real, v.imag
     return chips * lay.chip_sign, lay.chip_bit
 
 
-def _finish(soft: np.ndarray, lay: Layout) -> dict:
-    msg = viterbi_decode(soft)
+def _ring_median(x: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """The median of x over each ring, at every element (np.median per group): one sort of a
+    padded (rings × widest ring) table."""
+    inv, col, cnt = _ring_table(np.asarray(ring, np.int64).tobytes())
+    table = np.full((len(cnt), int(cnt.max())), np.inf)
+    table[inv, col] = x
+    table.sort(axis=1)
+    g = np.arange(len(cnt))
+    return ((table[g, (cnt - 1) // 2] + table[g, cnt // 2]) / 2)[inv]
+
+
+@lru_cache(maxsize=16)
+def _ring_table(ring: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ring (table row) of every element, its column in the padded table, and the ring sizes."""
+    _, inv, cnt = np.unique(np.frombuffer(ring, np.int64), return_inverse=True, return_counts=True)
+    order = np.argsort(inv, kind="stable")
+    col = np.empty(len(inv), np.int64)
+    col[order] = np.arange(len(inv)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    return inv, col, cnt
+
+
+def _finish(soft: np.ndarray, lay: Layout, msg: np.ndarray | None = None) -> dict:
+    msg = viterbi_decode(soft) if msg is None else msg
     acc = float(np.mean((soft < 0).astype(np.int8) == conv_encode(msg)))
     payload = np.packbits(msg[:PAYLOAD_BITS].astype(np.uint8)).tobytes()
     crc = int.from_bytes(np.packbits(msg[PAYLOAD_BITS:].astype(np.uint8)).tobytes(), "big")
