@@ -280,3 +280,8 @@ def test_cli_generate_ddim_and_ddpm_rows(trained, tmp_path):
     assert len(ddim) == 2 and all(r["sampler"] == "ddim" and r["steps"] == 5 for r in ddim)
     assert all(r["family"] == "diffusion" and r["label"] == "synthetic" for r in ddim)
     assert len(ddpm) == 1 and ddpm[0]["sampler"] == "ddpm" and ddpm[0]["steps"] == 20  # tiny preset default
+    # a sampler that another architecture of the same model stands for is refused, not mislabeled
+    bad = run_cli("generate", "--arch", "ddim", "--sampler", "ddpm", "--n", "1", "--checkpoint", ck, "--out", out,
+                  "--quiet", "--device", "cpu")
+    assert bad.returncode == 2 and "use --arch ddpm" in bad.stderr and "Traceback" not in bad.stderr
+    assert len((out / "metadata.jsonl").read_text().splitlines()) == 3
