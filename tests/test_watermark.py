@@ -208,6 +208,29 @@ def test_survives_attacks_at_256(marked256, spec):
     assert d.detected and d.payload == PAYLOAD.hex(), (spec, d)
 
 
+def test_shift_search_refines_a_half_bin_offset():
+    # pilot-only spectrum of a tile shifted by a half bin on both axes, as an odd-pixel crop
+    # leaves a 64 px period folded at 2 px per bin; the integer peak is a corner of the true shift
+    lay = ph.layout_for(KEY.secret)
+    true = (3.5, 7.5)
+    k = lay.k
+    f = np.exp(1j * lay.phase + 2j * np.pi * (k[:, 0] * true[1] + k[:, 1] * true[0]) / ph.G)
+    surf = ph._pilot_surface(f, lay)
+    d = ph._peaks(surf, 1)[0]
+    assert max(abs(d[0] - true[0]), abs(d[1] - true[1])) == 0.5
+    dy, dx = ph._subbin(f, d, lay)
+    assert abs(dy - true[0]) < 1 / 16 and abs(dx - true[1]) < 1 / 16
+
+
+def test_crop_to_half_area_at_odd_offsets_decodes_at_256():
+    # 181×181 of a 256 px marked photo, offsets odd on both axes: the 64 px tile lands half a
+    # bin off the fold's grid (this crop lost its payload when the shift was read by a parabola)
+    im = np.ascontiguousarray(_photo("skimage:chelsea")[20:276, 20:276])
+    wm = ph.embed(im, KEY, PAYLOAD)
+    d = ph.detect(wm[35:35 + 181, 37:37 + 181], KEY)
+    assert d.detected and d.payload == PAYLOAD.hex(), d
+
+
 def test_wrong_key_and_unmarked_are_rejected(marked256):
     im, wm = marked256
     for d in (ph.detect(wm, OTHER), ph.detect(im, KEY)):

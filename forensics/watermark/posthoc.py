@@ -42,12 +42,14 @@ index modulation, Chen & Wornell 2001):
    (any scale 16–256 px, rotation ≤ 6°) found *without the key* from the comb of spectral
    peaks a periodic mark leaves in the zero-padded DTFT. Frames above 1024 px are searched
    in a central 1024² window after the aligned attempt. The shift d maximises the pilot
-   correlation S(d) (one 32×32 FFT). Video frames fold into one accumulator (a static camera);
-   when that fails, they are folded again with the scene's global translation undone (phase
-   correlation with the first frame, no key: the pilot test keeps its null law), which lines up
-   a mark that moved with the scene (our embedder's, or a fixed mark dragged by a re-encoder's
-   motion compensation); then every frame is synced on its own and the chips of the frames
-   whose pilot clears the null's typical maximum are combined, weighted.
+   correlation S(d) (one 32×32 FFT); a searched shift is decoded at the maximum of S off the bin
+   grid (1/16 bin: an odd-pixel crop puts a 64 px tile half a bin off), the test keeps the
+   grid's. Video frames fold into one accumulator (a static camera); when that fails, they
+   are folded again with the scene's global translation undone (phase correlation with the
+   first frame, no key: the pilot test keeps its null law), which lines up a mark that moved
+   with the scene (our embedder's, or a fixed mark dragged by a re-encoder's motion
+   compensation); then every frame is synced on its own and the chips of the frames whose
+   pilot clears the null's typical maximum are combined, weighted.
 6. Test. S = Σ_pilot cos(arg F_k − φ_k − 2πk·d/32). For media not marked with this key the
    φ_k are uniform and independent of the pixels, so S is a sum of 64 independent cos(U) and
    P(S ≥ t) ≤ min_λ e^{−λt} I₀(λ)^64 (Chernoff; I₀ the modified Bessel function), × 32² for
@@ -963,7 +965,8 @@ def detect_lumas(lumas: list[np.ndarray], key: WatermarkKey, threshold: float = 
         # 2. Decode at each sync (name, A, F, S, d, p_pilot, QIM), all in one Viterbi pass.
         if not todo:
             return []
-        softs = np.stack([_soft_at(f, surf, d, lay, qim) for _, _, f, surf, d, _, qim in todo])
+        softs = np.stack([_soft_at(f, surf, d, lay, qim, search=not name.startswith("aligned"))
+                          for name, _, f, surf, d, _, qim in todo])
         return list(zip(softs, viterbi_decode_batch(softs)))
 
     def take(entry: tuple, soft: np.ndarray, msg: np.ndarray) -> None:
@@ -1167,7 +1170,11 @@ def _per_frame(lumas: list[np.ndarray], a: np.ndarray, lay: Layout) -> dict | No
     return {**_finish(total, lay), "stat": peak}
 
 
-def _subbin(surf: np.ndarray, d: tuple[int, int]) -> tuple[float, float]:
+SUBBIN_REACH = 0.625  # fine-search half-width, bins: a half-bin offset can sit on either side
+SUBBIN_STEPS = 21  # 1/16 bin apart: ≤ 0.09 rad of phase error at |k| = 15
+
+
+def _parabola(surf: np.ndarray, d: tuple[int, int]) -> tuple[float, float]:
     dy, dx = d
 
     def off(l, c, r):
@@ -1179,10 +1186,42 @@ def _subbin(surf: np.ndarray, d: tuple[int, int]) -> tuple[float, float]:
     return dy + oy, dx + ox
 
 
+def _subbin(f: np.ndarray, d: tuple[int, int], lay: Layout) -> tuple[float, float]:
+    """The shift near the integer peak d of a searched lattice that maximises the pilot
+    correlation S evaluated off the bin grid. A crop by an odd number of pixels at a downsampled
+    level (64 px periods fold at 2 px per bin) puts the tile half a bin off, where the binned S
+    loses up to half its value and a parabola through the bins misjudges the offset enough to
+    break the payload decode. Only the decoding uses this shift: the pilot p-value stays at the
+    integer grid that its Bonferroni factor counts, and the CRC mask is independent of whatever
+    shift is chosen."""
+    kp = lay.k[lay.pilot]
+    # S separates: e^{-2πi(kx dx + ky dy)/G}, the integer part folded into the pilot terms
+    z = np.exp(1j * (np.angle(f[lay.pilot]) - lay.phase[lay.pilot])
+               - 2j * np.pi * (kp[:, 0] * d[1] + kp[:, 1] * d[0]) / G)
+    o, ex, ey = _subbin_tables(kp.tobytes())
+    s = np.real((ey * z) @ ex.T)  # (dy, dx)
+    i, j = np.unravel_index(int(np.argmax(s)), s.shape)
+    return float(d[0] + o[i]), float(d[1] + o[j])
+
+
+@lru_cache(maxsize=8)
+def _subbin_tables(kp: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    k = np.frombuffer(kp, np.int64).reshape(-1, 2)
+    o = np.linspace(-SUBBIN_REACH, SUBBIN_REACH, SUBBIN_STEPS)
+    return o, np.exp(-2j * np.pi * np.outer(o, k[:, 0]) / G), np.exp(-2j * np.pi * np.outer(o, k[:, 1]) / G)
+
+
 def _soft_at(f: np.ndarray, surf: np.ndarray, d: tuple[int, int], lay: Layout,
-             qim: int = 0) -> np.ndarray:
-    """Soft coded bits with the tile shifted by d (refined to a sub-bin shift by a parabola)."""
-    dy, dx = (0.0, 0.0) if qim else _subbin(surf, d)  # QIM: exactly aligned (phase-exact)
+             qim: int = 0, search: bool = False) -> np.ndarray:
+    """Soft coded bits with the tile shifted by d. `search`: d is a peak of a shift search, refined
+    off the grid (`_subbin`); else a parabola through the bins. The aligned attempts keep the
+    parabola: their mark sits on the grid (unmoved or halved), and where the pilot is weak the
+    off-grid maximum of S wanders with the host's noise (gravel and flowers under WebP 80 at 256 px
+    lost their payload to it), while the parabola's estimate stays near the bin."""
+    if qim:  # exactly aligned (phase-exact)
+        dy, dx = 0.0, 0.0
+    else:
+        dy, dx = _subbin(f, d, lay) if search else _parabola(surf, d)
     k = lay.k
     aligned = f * np.exp(-1j * lay.phase) * np.exp(-2j * np.pi * (k[:, 0] * dx + k[:, 1] * dy) / G)
     return _soft(aligned, lay, qim)
