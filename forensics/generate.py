@@ -75,6 +75,8 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
         raise UsageError(f"--frames must be ≥ 1; got {frames}")
     if not (0 <= shard[0] < shard[1]):
         raise UsageError(f"--shard must be i/n with 0 ≤ i < n; got {shard[0]}/{shard[1]}")
+    dev = base.resolve_device(device)
+    wm_key = _watermark_setup(watermark, archs, sampler, sign, watermark_key)
     if sampler:
         for arch in archs:
             model_name = base.ARCHITECTURES[arch][0]
@@ -84,8 +86,6 @@ def generate(archs: list[str], n: int, out: str | Path, *, seed: int = 0, sample
             if other:
                 raise UsageError(f"--arch {arch} --sampler {sampler}: that is architecture {other[0]}; "
                                  f"use --arch {other[0]}")
-    dev = base.resolve_device(device)
-    wm_key = _watermark_setup(watermark, archs, sampler, sign, watermark_key)
     signing_keys = None
     if sign:
         from .provenance.keys import load_keys
