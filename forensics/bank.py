@@ -165,6 +165,9 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
         rs, desc = real_training_data(data, model.config.image_size, seed, per_source)
         train_x = to_tensor(rs.split("train").images)
         test_x = to_tensor(rs.split("test").images)
+    if not resume and state_dir.exists():  # before reflow's setup: its couplings live there too
+        for f in state_dir.iterdir():
+            f.unlink()
     if getattr(model, "teacher", None):  # reflow: the teacher's couplings replace independent noise
         model, desc["reflow"] = _reflow_setup(model, teacher_dir, state_dir, pairs, seed, dev, progress)
     tdefaults = dict(TRAIN_DEFAULTS.get(model_name, {}))
@@ -173,9 +176,6 @@ def train_architecture(arch: str, *, out: str | Path | None = None, data: str | 
     if save_every:
         tdefaults["save_every"] = save_every
     tcfg = TrainConfig(seed=seed, minutes=minutes, **tdefaults)
-    if not resume and state_dir.exists():
-        for f in state_dir.iterdir():
-            f.unlink()
     t0 = time.time()
     ema, result = train(model, train_x, tcfg, device=dev, state_dir=state_dir, progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes the checkpoint
@@ -266,7 +266,8 @@ def _reflow_setup(model: base.Generator, teacher_dir, state_dir: Path, pairs: in
         os.replace(tmp, cache)
     student.set_reflow_pairs((eps, x0))
     shipped = tdir.resolve() == (base.CHECKPOINT_ROOT / model.teacher).resolve()
-    return student, {"teacher": f"shipped {model.teacher}" if shipped else str(tdir), "teacher_sha256": base.checkpoint_sha256(tdir), "pairs": len(eps),
+    return student, {"teacher": f"shipped {model.teacher}" if shipped else str(tdir),
+                     "teacher_sha256": base.checkpoint_sha256(tdir), "pairs": len(eps),
                      "pair_sampler": f"heun, {teacher.config.euler_steps} evaluations", "pair_seed": seed}
 
 

@@ -248,6 +248,9 @@ def test_bank_train_reflow_starts_from_teacher_and_keeps_its_pairs(trained, tmp_
     card2 = bank.train_architecture("reflow", out=out, preset="tiny", steps=3, per_source=3, progress=False,
                                     device="cpu", teacher_dir=tdir, pairs=99, fid_n=0)
     assert card2["steps"] == 3 and card2["data"]["reflow"]["pairs"] == 12
+    card3 = bank.train_architecture("reflow", out=out, preset="tiny", steps=1, per_source=3, progress=False,
+                                    device="cpu", teacher_dir=tdir, pairs=8, fid_n=0, resume=False)
+    assert card3["steps"] == 1 and card3["data"]["reflow"]["pairs"] == 8     # --fresh draws new couplings
     with pytest.raises(UsageError, match="rectified_flow"):
         bank.train_architecture("reflow", out=tmp_path / "x", preset="tiny", steps=1, per_source=3,
                                 progress=False, device="cpu", teacher_dir=tmp_path / "missing")
