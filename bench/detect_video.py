@@ -198,8 +198,7 @@ def budget_check(tmp: Path, w: int, h: int, fps: int, seconds: float = 3.0, n_sy
             still = detect.per_frame_subset(m)
             if name == "full_grid":
                 still = dataclasses.replace(still, max_patches=None)
-            ev = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still) for n, d in dets.items()}
-            ev = {n: e for n, e in ev.items() if e is not None}
+            ev = detect.score_media(m, dets, still)
             pf, thr, _ = detect.fuse(ev, dets, m.modality)
             rows[name] = {"p": pf, "verdict": detect.verdict(pf, thr), "frames": len(still.frames),
                           **{n: dbase.logit(e.p_synthetic) for n, e in ev.items() if n != "temporal"},

@@ -47,8 +47,7 @@ def main() -> None:
 
     def score(path) -> tuple[float, float]:
         m = detect.load_media(path)
-        ev = {n: d.score(m) for n, d in dets.items()}
-        p, thr, _ = detect.fuse({n: e for n, e in ev.items() if e is not None}, dets)
+        p, thr, _ = detect.fuse(detect.score_media(m, dets), dets)
         return p, thr
 
     real = [score(train_c.path(r)) for r in train_c.select(split="test", label="real", modality="image")]

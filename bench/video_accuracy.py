@@ -85,10 +85,7 @@ def main() -> None:
     for corpus, r, group in jobs:
         path = corpus.path(r)
         m = detect.load_media(path)
-        still = detect.per_frame_subset(m)
-        ev = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still)
-              for n, d in dets.items() if m.modality in d.modalities}
-        ev = {n: e for n, e in ev.items() if e is not None}
+        ev = detect.score_media(m, dets)
         p, thr, info = detect.fuse(ev, dets, m.modality)
         recs.append({"row": r, "group": group, "path": path, "p": p, "thr": thr, "verdict": detect.verdict(p, thr),
                      "fusion": f"{info['method']}:{info['model']}" if info.get("model") else info["method"], **{n: e.score for n, e in ev.items()},

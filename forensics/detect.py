@@ -151,15 +151,23 @@ def verdict(p: float, threshold: float) -> str:
     return "synthetic" if d > 0 else "real"
 
 
+def score_media(m: dbase.Media, detectors: dict[str, dbase.Detector], still: dbase.Media | None = None) -> dict:
+    """Evidence of every detector that handles m's modality and has something to say (not None,
+    e.g. temporal on one frame). Per-frame detectors see `still` (default: per_frame_subset(m));
+    detectors that use frame runs see every sampled frame."""
+    still = per_frame_subset(m) if still is None else still
+    evidence = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still)
+                for n, d in detectors.items() if m.modality in d.modalities}
+    return {n: e for n, e in evidence.items() if e is not None}
+
+
 def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
                 max_frames: int = DEFAULT_MAX_FRAMES, report_dir: str | Path | None = None,
                 prefetched=None) -> dict:
     t0 = time.time()
     m = load_media(path, max_frames, prefetched)
     still = per_frame_subset(m)
-    evidence = {n: d.score(m if getattr(d, "uses_frame_runs", False) else still)
-                for n, d in detectors.items() if m.modality in d.modalities}
-    evidence = {n: e for n, e in evidence.items() if e is not None}  # None: nothing to say (e.g. one frame)
+    evidence = score_media(m, detectors, still)
     if not evidence and detectors:
         raise UsageError(f"none of the chosen detectors handles {m.modality}")
     p = thr = None  # no detectors (an empty dict): metadata evidence only

@@ -219,12 +219,9 @@ def clip_logits(detectors: dict, corpus, rows) -> dict[str, np.ndarray]:
 
     out: dict[str, list[float]] = {n: [] for n in detectors}
     for r in rows:
-        m = detect.load_media(corpus.path(r))
-        still = detect.per_frame_subset(m)
-        for n, d in detectors.items():
-            e = (d.score(m if getattr(d, "uses_frame_runs", False) else still)
-                 if m.modality in d.modalities else None)
-            out[n].append(float(clipped_logit(e.p_synthetic)) if e is not None else np.nan)
+        ev = detect.score_media(detect.load_media(corpus.path(r)), detectors)
+        for n in detectors:
+            out[n].append(float(clipped_logit(ev[n].p_synthetic)) if n in ev else np.nan)
     return {n: np.array(v, np.float64) for n, v in out.items()}
 
 
