@@ -30,11 +30,13 @@ DEFAULT_MAX_FRAMES = 32
 # least PER_FRAME_MIN frames): every frame of a small clip, 4 frames of 240x320 or larger. The
 # budget counts patches, not pixels, because each frame's grid is capped at FRAME_PATCHES (an
 # evenly spread subgrid): a pixel budget gave a 640x360 clip 16 frames, 3.4x the CNN work of
-# 720p. Per-frame detectors are what costs. 4 frames x 64 patches instead of 4 x 256 (at most
-# 220 on 640x360) moved no verdict on 640x360 real pans and upscaled synthetic test clips
-# (bench/detect_video.py --budget-check) and cut `detect` on a 10 s clip by ~0.7 s.
-PER_FRAME_PATCHES = 4 * 64
-FRAME_PATCHES = 64    # per video frame; images keep the detectors' own cap (MAX_PATCHES, 256)
+# 720p. Per-frame detectors are what costs. 4 frames x 32 patches instead of every patch (220 on
+# 640x360) moved no verdict and no detector's flag on 22 real 640x360 pans and 10 upscaled
+# synthetic test clips (bench/detect_video.py --budget-check: the artifact clip logit moves by
+# 0.14 on average against the full grids, 0.11 at 64 patches); 64 -> 32 took ~0.06 s off a
+# 10 s clip's `detect`, 256 -> 64 ~0.7 s.
+PER_FRAME_PATCHES = 4 * 32
+FRAME_PATCHES = 32    # per video frame; images keep the detectors' own cap (MAX_PATCHES, 256)
 PER_FRAME_MIN = 4
 MIN_SIDE = 8  # below this a frame carries no usable forensic signal
 

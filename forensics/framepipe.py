@@ -2,9 +2,10 @@
 
 `forensics detect clip.mp4` spends about 0.25 s importing numpy, OpenCV and the detectors before
 it could decode a frame. `FramePipe.start` needs only the standard library: in a background
-thread it probes the clip, plans the frames `media.read_frame_runs` would decode, and has ffmpeg
-decode them (one pass, a `select` filter, raw RGB on a pipe), so decoding runs on the other core
-while Python imports; `media.read_frame_runs(..., prefetched=pipe)` then takes the frames.
+thread it reads the clip's facts (an MP4's sample table, `mediainfo.mp4_info`, else ffmpeg's
+probe), plans the frames `media.read_frame_runs` would decode, and has ffmpeg decode them (one
+pass, a `select` filter, raw RGB on a pipe), so decoding runs on the other core while Python
+imports; `media.read_frame_runs(..., prefetched=pipe)` then takes the frames.
 
 The pipe only takes files where it gives exactly what OpenCV's FFmpeg backend gives: a single
 video stream, 8-bit 4:2:0, no rotation, a declared length, and a plan that OpenCV decodes from
@@ -19,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
@@ -27,6 +27,28 @@ from . import mediainfo as mi
 
 DECODE_TIMEOUT_S = 300.0
 _YUV420P = re.compile(r",\s*yuv420p[(,\s]")
+_LEVEL = re.compile(r"^(\[[^\]]* @ [^\]]*\] )?\[(trace|debug|verbose|info|warning)\] ")
+_ERROR = re.compile(r"\[(error|fatal|panic)\] ")
+
+
+def _unsupported(text: str, info: mi.VideoInfo) -> str | None:
+    """Why ffmpeg's description of the input rules the pipe out, or None: the pipe only takes
+    files where it decodes exactly what OpenCV's FFmpeg backend gives (see the module doc)."""
+    m = mi._VIDEO_STREAM.search(text)
+    if m is None:
+        return "no video stream described"
+    if (int(m.group(2)), int(m.group(3))) != (info.width, info.height):
+        return "size differs from the sample table"
+    if info.frames <= 0:
+        return "no declared length"
+    if text.count("Video:") != 1:
+        return "several video streams"
+    if not _YUV420P.search(m.group(0)):
+        return "not 8-bit 4:2:0"
+    low = text.lower()
+    if "displaymatrix" in low or "display matrix" in low or "rotate" in low:   # ffmpeg 9: "Display Matrix"
+        return "rotated"
+    return None
 
 
 def _select_expr(want: list[int], gap: int) -> str:
@@ -85,51 +107,67 @@ class FramePipe:
         if mi.sniff(p) != "video":
             self.declined = "not a video"
             return
-        info, text = mi.probe_video_text(p)
+        # An MP4's sample table gives the plan without running ffmpeg twice (its start-up alone is
+        # ~20 ms); ffmpeg's description of the input then comes with the decode, and is checked
+        # before any frame is handed over. Other containers are probed first.
+        info, text = mi.mp4_info(p), None
+        if info is None:
+            info, text = mi.probe_video_text(p)
         mi.check_video_limits(info, max_pixels, max_duration)
         self.info = info
         gap = mi.pair_gap(info.fps, target_fps)
         want = mi.plan_runs(info.frames, max_frames, run_length, gap)
-        stream = mi._VIDEO_STREAM.search(text).group(0)
-        why = (None if info.frames > 0 else "no declared length")
-        why = why or (None if text.count("Video:") == 1 else "several video streams")
-        why = why or (None if _YUV420P.search(stream) else "not 8-bit 4:2:0")
-        why = why or ("rotated" if "displaymatrix" in text or "rotate" in text.lower() else None)
-        why = why or ("seeks" if any(b - a > mi.SEEK_MIN_GAP for a, b in zip([0] + want, want)) else None)
+        why = ("seeks" if any(b - a > mi.SEEK_MIN_GAP for a, b in zip([0] + want, want)) else None)
+        why = why or (_unsupported(text, info) if text is not None else None)
         if why:
             self.declined = why
             return
-        cmd = [mi.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(p),
+        # One decoding thread: ffmpeg shares the two cores with Python's imports and scoring, and
+        # frame threading only adds CPU time there.
+        cmd = [mi.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats",
+               "-loglevel", "error" if text is not None else "level+info", "-threads", "1", "-i", str(p),
                "-map", "0:v:0", "-vf", f"select='{_select_expr(want, gap)}'", "-fps_mode", "passthrough",
                "-frames:v", str(len(want)), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         size = info.width * info.height * 3
         frames: list[bytearray] = []
-        with tempfile.TemporaryFile() as err:
-            with self._lock:
-                if self._closed:
-                    return
-                self._proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                                     stderr=err)
-            try:
-                for _ in want:
-                    buf = bytearray(size)
-                    view, got = memoryview(buf), 0
-                    while got < size:
-                        n = proc.stdout.readinto(view[got:])
-                        if not n:
-                            break
-                        got += n
-                    if got < size:
+        err: list[bytes] = []
+        with self._lock:
+            if self._closed:
+                return
+            self._proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.PIPE)
+        drain = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+        drain.start()
+        try:
+            for _ in want:
+                buf = bytearray(size)
+                view, got = memoryview(buf), 0
+                while got < size:
+                    n = proc.stdout.readinto(view[got:])
+                    if not n:
                         break
-                    frames.append(buf)
-                proc.stdout.close()
-                rc = proc.wait(timeout=DECODE_TIMEOUT_S)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            err.seek(0)
-            msg = err.read().decode("utf-8", "replace").strip()
+                    got += n
+                if got < size:
+                    break
+                frames.append(buf)
+            proc.stdout.close()
+            rc = proc.wait(timeout=DECODE_TIMEOUT_S)
+            drain.join(DECODE_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        msg = b"".join(err).decode("utf-8", "replace")
+        if text is None:        # level+info: the input's description, then any messages
+            lines = msg.splitlines()
+            text = "\n".join(_LEVEL.sub("", ln) for ln in lines[:next((i for i, ln in enumerate(lines)
+                                                                        if "Stream mapping:" in ln), len(lines))])
+            msg = "\n".join(ln for ln in lines if _ERROR.search(ln))
+            why = _unsupported(text, info)
+            if why:
+                self.declined = why
+                return
+        msg = msg.strip()
         if rc != 0 or msg or len(frames) != len(want):
             self.declined = (f"ffmpeg exit {rc}, {len(frames)} of {len(want)} frames"
                              + (f": {msg.splitlines()[-1][:200]}" if msg else ""))

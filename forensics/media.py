@@ -24,7 +24,6 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image, ImageFile  # noqa: E402
 
 from .errors import MediaError  # noqa: E402
 # Sniffing, limits, probing and frame plans need no numpy or OpenCV; they live in mediainfo (so
@@ -32,12 +31,20 @@ from .errors import MediaError  # noqa: E402
 from .mediainfo import (  # noqa: E402,F401
     IMAGE_EXTS, MAX_DURATION_S, MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS, MEDIA_EXTS, PROBE_TIMEOUT_S, SEEK_MIN_GAP,
     VIDEO_EXTS, VideoInfo, _check_file, check_video_limits, ffmpeg_exe, pair_gap, plan_runs, probe_video,
-    probe_video_text, sniff,
+    probe_video_text, sniff, video_info,
 )
 
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Our own size check runs first, with a clear message; Pillow's guard stays as a second line.
-Image.MAX_IMAGE_PIXELS = None
+
+
+def _pil():
+    """Pillow's Image module, imported on first use: a video never needs it, and importing it
+    cost `detect clip.mp4` ~50 ms."""
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # Our own size check runs first, with a clear message; Pillow's guard stays as a second line.
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
 
 ENCODE_TIMEOUT_S = 300.0
 
@@ -50,7 +57,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) from the header alone."""
     p = _check_file(path)
     try:
-        with Image.open(p) as im:
+        with _pil().open(p) as im:
             return im.size
     except Exception as exc:
         raise MediaError(f"not a readable image ({_reason(exc)})", p) from None
@@ -64,7 +71,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(p) as im:
+            with _pil().open(p) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise MediaError(
@@ -83,7 +90,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise MediaError(f"cannot decode image ({_reason(exc)})", p) from None
 
 
-def to_rgb8(im: Image.Image) -> np.ndarray:
+def to_rgb8(im) -> np.ndarray:
     """Any Pillow image to RGB uint8, scaling 16/32-bit samples instead of clipping them."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(im, dtype=np.float64)
@@ -98,6 +105,7 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         # Transparent pixels are composited over white, as viewers show them.
         rgba = im.convert("RGBA")
+        Image = _pil()
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"), dtype=np.uint8).copy()
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
@@ -317,7 +325,7 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
     if sniff(p) != "video":
         raise MediaError("is an image, not a video", p)
     if info is None:
-        info = probe_video(p)
+        info = video_info(p)
     check_video_limits(info, max_pixels, max_duration)
     gap = pair_gap(info.fps, target_fps)
     want = plan_runs(info.frames, max_frames, run_length, gap)

@@ -7,14 +7,13 @@ every name here; use it from there.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import importlib.util
 import os
 import re
-import shutil
+import struct
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import MediaError
 
@@ -31,8 +30,7 @@ MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
 SEEK_MIN_GAP = 300  # frames; past the longest common keyframe interval (x264's default is 250)
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoInfo:
+class VideoInfo(NamedTuple):   # a NamedTuple: dataclasses costs `detect` ~15 ms of start-up
     path: str
     width: int
     height: int
@@ -45,11 +43,15 @@ class VideoInfo:
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
     """The ffmpeg binary: $IMAGEIO_FFMPEG_EXE, the one on PATH, else the one imageio-ffmpeg ships."""
+    import shutil
+
     found = os.environ.get("IMAGEIO_FFMPEG_EXE") or shutil.which("ffmpeg")
     if found:
         return found
     # Look in imageio-ffmpeg's binaries folder without importing it: the import costs ~60 ms,
     # a large share of `detect`'s start-up on a short clip.
+    import importlib.util
+
     spec = importlib.util.find_spec("imageio_ffmpeg")
     if spec is not None and spec.origin:
         shipped = sorted(Path(spec.origin).parent.joinpath("binaries").glob("ffmpeg-*"))
@@ -113,6 +115,142 @@ def _check_file(path: str | os.PathLike) -> Path:
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _VIDEO_STREAM = re.compile(r"Stream #\S+.*?: Video: (\w+)[^\n]*?, (\d{1,6})x(\d{1,6})[^\n]*")
 _FPS = re.compile(r"([\d.]+)\s*(?:fps|tbr)")
+
+
+def video_info(path: str | os.PathLike) -> VideoInfo:
+    """What frame plans are made from: the MP4 sample table when `mp4_info` can read it (exact
+    frame count, no subprocess), else the ffmpeg probe. `read_frame_runs` and the frame pipe
+    both plan from this, so they decode the same frames."""
+    return mp4_info(path) or probe_video(path)
+
+
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
+_CODECS = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc", b"mp4v": "mpeg4",
+           b"av01": "av1", b"vp09": "vp9"}
+MAX_MOOV_BYTES = 64 * 1024**2
+
+
+def _boxes(buf: bytes, start: int, end: int):
+    """(type, payload start, payload end) of the ISO-BMFF boxes in buf[start:end]."""
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", buf, pos)
+        head = 8
+        if size == 1:
+            size, head = struct.unpack_from(">Q", buf, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < head or pos + size > end:
+            raise ValueError(f"box {kind!r} overruns its parent")
+        yield kind, pos + head, pos + size
+        pos += size
+
+
+def _find_moov(fh, file_size: int) -> bytes | None:
+    pos = 0
+    while pos + 8 <= file_size:
+        fh.seek(pos)
+        head = fh.read(16)
+        if len(head) < 8:
+            return None
+        size, kind = struct.unpack_from(">I4s", head)
+        hl = 8
+        if size == 1 and len(head) == 16:
+            size, hl = struct.unpack_from(">Q", head, 8)[0], 16
+        elif size == 0:
+            size = file_size - pos
+        if size < hl:
+            return None
+        if kind == b"moov":
+            if size > MAX_MOOV_BYTES or pos + size > file_size:
+                return None
+            fh.seek(pos)
+            return fh.read(size)
+        pos += size
+    return None
+
+
+def mp4_info(path: str | os.PathLike) -> VideoInfo | None:
+    """VideoInfo from an MP4/MOV file's `moov` box in a millisecond, or None when the file is not
+    one plain video track that OpenCV and ffmpeg decode as exactly its samples: another
+    container, fragmented MP4 (samples in `moof`), several video tracks, or an edit list that
+    trims or repeats media. frames = the sample count, fps = frames / the track's duration.
+    None is never an error: the caller then probes with ffmpeg, which reports problems."""
+    try:
+        p = Path(path)
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            if fh.read(8)[4:8] not in (b"ftyp", b"moov", b"wide", b"free", b"skip", b"mdat"):
+                return None
+            moov = _find_moov(fh, size)
+        if moov is None:
+            return None
+        video, movie_ts, movie_dur = [], 0, 0
+        for kind, a, b in _boxes(moov, 8, len(moov)):
+            if kind == b"mvhd":
+                v = moov[a]
+                movie_ts, movie_dur = (struct.unpack_from(">IQ", moov, a + 20) if v == 1
+                                       else struct.unpack_from(">II", moov, a + 12))
+            elif kind == b"mvex":
+                return None                                   # fragmented
+            elif kind == b"trak":
+                t = _trak(moov, a, b)
+                if t is not None:
+                    video.append(t)
+        if len(video) != 1 or movie_ts <= 0:
+            return None
+        t = video[0]
+        if t["frames"] <= 0 or t["duration"] <= 0 or t["width"] <= 0 or t["height"] <= 0:
+            return None
+        if t["edits"] is not None:                          # one edit that shows the whole track
+            seg, media_time, rate = t["edits"]
+            if rate != 1 or media_time < 0 or abs(seg / movie_ts - t["duration"]) > 1.5 * t["duration"] / t["frames"]:
+                return None
+        fps = t["frames"] / t["duration"]
+        return VideoInfo(str(p), t["width"], t["height"], fps, t["frames"], movie_dur / movie_ts, t["codec"])
+    except (OSError, ValueError, struct.error, IndexError, ZeroDivisionError):
+        return None
+
+
+def _trak(m: bytes, a: int, b: int) -> dict | None:
+    """A video track's facts, or None for other tracks (ValueError: one we do not plan from)."""
+    box = {}
+
+    def walk(lo, hi):
+        for kind, x, y in _boxes(m, lo, hi):
+            if kind in _CONTAINERS:
+                walk(x, y)
+            elif kind in (b"mdhd", b"hdlr", b"stsd", b"stts", b"stsz", b"elst"):
+                box.setdefault(kind, (x, y))   # the first: a MOV's minf has a second (data) hdlr
+
+    walk(a, b)
+    if b"hdlr" not in box or m[box[b"hdlr"][0] + 8:box[b"hdlr"][0] + 12] != b"vide":
+        return None
+    x, _ = box[b"mdhd"]
+    ts, dur = struct.unpack_from(">IQ", m, x + 20) if m[x] == 1 else struct.unpack_from(">II", m, x + 12)
+    x, _ = box[b"stts"]
+    n = struct.unpack_from(">I", m, x + 4)[0]
+    stts = struct.unpack_from(f">{2 * n}I", m, x + 8)
+    frames = sum(stts[0::2])
+    ticks = sum(c * d for c, d in zip(stts[0::2], stts[1::2]))
+    if b"stsz" in box:
+        x, _ = box[b"stsz"]
+        if struct.unpack_from(">I", m, x + 8)[0] != frames:
+            return None                                       # tables disagree
+    x, _ = box[b"stsd"]
+    fmt = m[x + 12:x + 16]
+    width, height = struct.unpack_from(">HH", m, x + 8 + 32)  # VisualSampleEntry
+    edits = None
+    if b"elst" in box:
+        x, _ = box[b"elst"]
+        v, count = m[x], struct.unpack_from(">I", m, x + 4)[0]
+        if count != 1:
+            raise ValueError("an edit list of several edits")
+        seg, media_time = (struct.unpack_from(">Qq", m, x + 8) if v == 1 else struct.unpack_from(">Ii", m, x + 8))
+        rate = struct.unpack_from(">h", m, x + 8 + (16 if v == 1 else 8))[0]
+        edits = (seg, media_time, rate)
+    return {"frames": frames, "duration": ticks / ts if ts else 0, "width": width, "height": height,
+            "codec": _CODECS.get(fmt, fmt.decode("latin-1").strip()), "edits": edits}
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:

@@ -148,7 +148,7 @@ def test_truncated_long_video_is_refused_with_seeking(long_clip, tmp_path, monke
 
 
 # -- the per-frame budget --------------------------------------------------------------------
-@pytest.mark.parametrize("size,expect", [((360, 640), 4), ((720, 1280), 4), ((32, 32), 32), ((120, 160), 17),
+@pytest.mark.parametrize("size,expect", [((360, 640), 4), ((720, 1280), 4), ((32, 32), 32), ((120, 160), 8),
                                          ((240, 320), 4)])
 def test_per_frame_budget_counts_patches(size, expect):
     h, w = size
@@ -166,10 +166,10 @@ def test_per_frame_detectors_honour_the_patch_cap():
     m = Media("x.mp4", "video", frames, 30.0, 6, frame_index=list(range(6)))
     dets = detect.load_detectors("artifact,frequency")
     sub = detect.per_frame_subset(m)
-    assert len(sub.frames) == 4 and sub.max_patches == 64
+    assert len(sub.frames) == 4 and sub.max_patches == detect.FRAME_PATCHES
     for n, d in dets.items():
         capped, full = d.score(sub), d.score(dataclasses.replace(sub, max_patches=None))
-        assert 0 < capped.heatmap.size <= 64 < full.heatmap.size == 70           # a 7x10 grid, subsampled
+        assert 0 < capped.heatmap.size <= detect.FRAME_PATCHES < full.heatmap.size == 70  # a 7x10 grid, subsampled
         assert any("of 70 patches per frame" in t for t in capped.notes) and not full.notes
         assert len(capped.per_frame) == 4
     img = Media("x.png", "image", frames[:1])                                     # images keep their cap
@@ -233,6 +233,59 @@ def test_prefetch_declines_what_it_cannot_match(tmp_path, long_clip, monkeypatch
     else:
         got = media.read_frame_runs(cut, 32, prefetched=pipe)
         assert got[1] == plain[1]
+
+
+def _ffmpeg(*args):
+    import subprocess
+
+    subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *map(str, args)],
+                   check=True, capture_output=True, timeout=120)
+
+
+def test_mp4_sample_table_agrees_with_the_ffmpeg_probe(tmp_path):
+    from forensics import mediainfo
+
+    clips = [media.write_mp4(tmp_path / "a.mp4", _textured_clip(50, 64, 48), fps=30, preset="ultrafast"),
+             media.write_mp4(tmp_path / "b.mp4", _textured_clip(16, 32, 32), fps=8)]
+    _ffmpeg("-i", clips[0], "-c", "copy", tmp_path / "c.mov")                 # MOV, moov at the end
+    clips.append(tmp_path / "c.mov")
+    for c in clips:
+        fast, probe = mediainfo.mp4_info(c), media.probe_video(c)
+        assert fast is not None and (fast.width, fast.height, fast.frames, fast.codec) == \
+            (probe.width, probe.height, probe.frames, probe.codec)
+        assert abs(fast.fps - probe.fps) < 1e-6 and abs(fast.duration - probe.duration) < 0.01
+    # what it does not plan from: the ffmpeg probe takes over
+    _ffmpeg("-i", clips[0], "-c", "copy", "-movflags", "frag_keyframe+empty_moov", tmp_path / "frag.mp4")
+    _ffmpeg("-i", clips[0], "-c", "copy", tmp_path / "d.mkv")
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", tmp_path / "audio.mp4")
+    for name in ("frag.mp4", "d.mkv", "audio.mp4"):
+        assert mediainfo.mp4_info(tmp_path / name) is None, name
+    assert media.video_info(tmp_path / "frag.mp4").frames == 50
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00\x00\xff\xffmoov" + b"\x01" * 64)  # box overruns
+    assert mediainfo.mp4_info(junk) is None
+
+
+def test_prefetch_plans_an_mp4_without_probing_and_checks_ffmpegs_description(tmp_path, monkeypatch):
+    from forensics import framepipe, mediainfo
+
+    clip = media.write_mp4(tmp_path / "c.mp4", _textured_clip(60, 64, 48), fps=30, preset="ultrafast")
+    plain = media.read_frame_runs(clip, 16)
+
+    def no_probe(*a, **k):
+        raise AssertionError("the pipe probed an MP4")
+
+    monkeypatch.setattr(mediainfo, "probe_video_text", no_probe)
+    pipe = framepipe.FramePipe.start(clip, 16)
+    frames, index, gap, info = media.read_frame_runs(clip, 16, prefetched=pipe)
+    assert pipe.declined is None and index == plain[1] and gap == plain[2] and info == plain[3]
+    assert all(np.abs(a.astype(int) - b).max() <= 2 for a, b in zip(frames, plain[0]))
+    # a rotated clip: ffmpeg's description, which comes with the decode, rules the pipe out
+    rot = tmp_path / "rot.mp4"
+    _ffmpeg("-display_rotation", "90", "-i", clip, "-c", "copy", rot)
+    pipe = framepipe.FramePipe.start(rot, 16)
+    pipe._thread.join()
+    assert pipe.declined == "rotated" and pipe.frames is None
 
 
 def test_cli_detect_with_prefetch_matches_the_library(tmp_path):

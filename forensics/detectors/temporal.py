@@ -86,6 +86,13 @@ def _warp(img: np.ndarray, flow: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> 
     return out, valid
 
 
+def _median(values) -> float:
+    """np.median of a few numbers without np.median, whose first call imports numpy.ma (~20 ms
+    of `detect`'s start-up)."""
+    a = np.sort(np.asarray(values, np.float64))
+    return float((a[(len(a) - 1) // 2] + a[len(a) // 2]) / 2)
+
+
 def _corr(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x - x.mean(), y - y.mean()
     d = np.sqrt((x * x).sum() * (y * y).sum())
@@ -161,10 +168,10 @@ def run_features(frames: list[np.ndarray]) -> tuple[np.ndarray, dict]:
     hi = spec[max(1, (len(spec) + 1) // 2):].sum() if len(spec) > 1 else 0.0
     X[:, 14] = np.log(spec[0] / tot + 1e-4)
     X[:, 15] = np.log(hi / tot + 1e-4)
-    summary = {"warp_residual_gray_levels": float(np.median(summary["warp_residual"])),
-               "flow_px": float(np.median(summary["flow"])),
-               "fb_inconsistency_px": float(np.median(summary["fb"])),
-               "flicker_gray_levels": float(np.median(summary["flicker"])),
+    summary = {"warp_residual_gray_levels": _median(summary["warp_residual"]),
+               "flow_px": _median(summary["flow"]),
+               "fb_inconsistency_px": _median(summary["fb"]),
+               "flicker_gray_levels": _median(summary["flicker"]),
                "residual_lag1_correlation": float(np.mean(c)) if len(c) else None,
                "residual_spectrum_high_share": float(hi / tot)}
     return X, summary
@@ -212,7 +219,7 @@ def clip_features(frames: list[np.ndarray], index: list[int] | None = None, gap:
     if sums:
         for k in sums[0]:
             vals = [s[k] for s in sums if s.get(k) is not None]
-            summary[k] = round(float(np.median(vals)), 4) if vals else None
+            summary[k] = round(_median(vals), 4) if vals else None
     return feats, pairs, summary
 
 
