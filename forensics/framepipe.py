@@ -157,6 +157,8 @@ class FramePipe:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            drain.join(5)
+            proc.stderr.close()
         msg = b"".join(err).decode("utf-8", "replace")
         if text is None:        # level+info: the input's description, then any messages
             lines = msg.splitlines()
