@@ -228,11 +228,12 @@ def _print(obj, as_json: bool) -> None:
 
 
 def cmd_detect(a) -> int:
-    # Scoring parallelizes over patch chunks and detectors with its own threads; OpenBLAS's
-    # threads on top only spin (on 2 cores they cost `detect clip.mp4` ~0.1 s and 0.3 s of CPU).
-    # Set before numpy is first imported; a caller's own setting wins.
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    # Scoring parallelizes over patch chunks with its own threads; OpenBLAS's threads on top only
+    # spin (on 2 cores they cost `detect clip.mp4` ~0.1 s and 0.3 s of CPU). This only works
+    # before numpy is first imported (a fresh process), and a caller's own setting wins.
+    if "numpy" not in sys.modules:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
     from forensics import framepipe
 
     # One video: ffmpeg starts decoding its sampled frames now, on the other core, while numpy,
