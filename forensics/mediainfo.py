@@ -208,7 +208,7 @@ def mp4_info(path: str | os.PathLike) -> VideoInfo | None:
                 return None
         fps = t["frames"] / t["duration"]
         return VideoInfo(str(p), t["width"], t["height"], fps, t["frames"], movie_dur / movie_ts, t["codec"])
-    except (OSError, ValueError, struct.error, IndexError, ZeroDivisionError):
+    except Exception:  # noqa: BLE001 - any malformed or unexpected box: let ffmpeg probe it
         return None
 
 
@@ -227,7 +227,7 @@ def _trak(m: bytes, a: int, b: int) -> dict | None:
     if b"hdlr" not in box or m[box[b"hdlr"][0] + 8:box[b"hdlr"][0] + 12] != b"vide":
         return None
     x, _ = box[b"mdhd"]
-    ts, dur = struct.unpack_from(">IQ", m, x + 20) if m[x] == 1 else struct.unpack_from(">II", m, x + 12)
+    ts = struct.unpack_from(">I", m, x + (20 if m[x] == 1 else 12))[0]
     x, _ = box[b"stts"]
     n = struct.unpack_from(">I", m, x + 4)[0]
     stts = struct.unpack_from(f">{2 * n}I", m, x + 8)
@@ -236,7 +236,7 @@ def _trak(m: bytes, a: int, b: int) -> dict | None:
     if b"stsz" in box:
         x, _ = box[b"stsz"]
         if struct.unpack_from(">I", m, x + 8)[0] != frames:
-            return None                                       # tables disagree
+            raise ValueError("the sample tables disagree")
     x, _ = box[b"stsd"]
     fmt = m[x + 12:x + 16]
     width, height = struct.unpack_from(">HH", m, x + 8 + 32)  # VisualSampleEntry

@@ -477,8 +477,9 @@ def _format_of(head: bytes, kind: str) -> str:
 
 
 def _pillow_metadata(c: _Collector) -> None:
-    from PIL import ExifTags, Image, IptcImagePlugin
+    from PIL import ExifTags, IptcImagePlugin
 
+    Image = media._pil()   # Pillow with the project's settings (our own size limits come first)
     im = None
     with _guard(c.w, "image header"):
         im = Image.open(c.path)

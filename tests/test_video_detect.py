@@ -264,6 +264,12 @@ def test_mp4_sample_table_agrees_with_the_ffmpeg_probe(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00\x00\xff\xffmoov" + b"\x01" * 64)  # box overruns
     assert mediainfo.mp4_info(junk) is None
+    data = bytearray(Path(clips[0]).read_bytes())
+    at = data.find(b"mdhd")
+    data[at:at + 4] = b"xxxx"                                            # a track without its media header
+    nohdr = tmp_path / "nohdr.mp4"
+    nohdr.write_bytes(bytes(data))
+    assert mediainfo.mp4_info(nohdr) is None
 
 
 def test_prefetch_plans_an_mp4_without_probing_and_checks_ffmpegs_description(tmp_path, monkeypatch):
