@@ -130,39 +130,41 @@ _CODECS = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc", b
 MAX_MOOV_BYTES = 64 * 1024**2
 
 
+def _box_header(b: bytes, at: int, room: int) -> tuple[bytes, int, int]:
+    """(type, header length, size) of the ISO-BMFF box whose header starts at b[at:], with `room`
+    bytes left in its parent; ValueError when the header is cut short or the size does not fit."""
+    if len(b) < at + 8:
+        raise ValueError("box header cut short")
+    size, kind = struct.unpack_from(">I4s", b, at)
+    head = 8
+    if size == 1:
+        if len(b) < at + 16:
+            raise ValueError("64-bit box size cut short")
+        size, head = struct.unpack_from(">Q", b, at + 8)[0], 16
+    elif size == 0:
+        size = room                                            # to the end of the parent
+    if size < head or size > room:
+        raise ValueError(f"box {kind!r} overruns its parent")
+    return kind, head, size
+
+
 def _boxes(buf: bytes, start: int, end: int):
     """(type, payload start, payload end) of the ISO-BMFF boxes in buf[start:end]."""
     pos = start
     while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", buf, pos)
-        head = 8
-        if size == 1:
-            size, head = struct.unpack_from(">Q", buf, pos + 8)[0], 16
-        elif size == 0:
-            size = end - pos
-        if size < head or pos + size > end:
-            raise ValueError(f"box {kind!r} overruns its parent")
+        kind, head, size = _box_header(buf, pos, end - pos)
         yield kind, pos + head, pos + size
         pos += size
 
 
 def _find_moov(fh, file_size: int) -> bytes | None:
+    """The top-level `moov` box, read without reading the media data around it."""
     pos = 0
     while pos + 8 <= file_size:
         fh.seek(pos)
-        head = fh.read(16)
-        if len(head) < 8:
-            return None
-        size, kind = struct.unpack_from(">I4s", head)
-        hl = 8
-        if size == 1 and len(head) == 16:
-            size, hl = struct.unpack_from(">Q", head, 8)[0], 16
-        elif size == 0:
-            size = file_size - pos
-        if size < hl:
-            return None
+        kind, _, size = _box_header(fh.read(16), 0, file_size - pos)
         if kind == b"moov":
-            if size > MAX_MOOV_BYTES or pos + size > file_size:
+            if size > MAX_MOOV_BYTES:
                 return None
             fh.seek(pos)
             return fh.read(size)
