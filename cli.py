@@ -237,8 +237,15 @@ def cmd_detect(a) -> int:
     from forensics import framepipe
 
     # One video: ffmpeg starts decoding its sampled frames now, on the other core, while numpy,
-    # OpenCV and the detectors load (standard library only until here).
-    pipe = framepipe.start_for(a.paths, a.max_frames)
+    # OpenCV and the detectors load (standard library only until here); `run` may have started
+    # it already, before building the parser. A pipe for another request is closed unused.
+    global _EARLY_PIPE
+    pipe, _EARLY_PIPE = _EARLY_PIPE, None
+    if pipe is not None and not pipe.serves(a.paths, a.max_frames):
+        pipe.close()
+        pipe = None
+    if pipe is None:
+        pipe = framepipe.start_for(a.paths, a.max_frames)
     try:
         return _detect(a, pipe)
     finally:
@@ -581,11 +588,51 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+_EARLY_PIPE = None
+
+
+def _start_pipe_early(argv: list[str]) -> None:
+    """`forensics detect clip.mp4 ...`: start decoding before argparse builds the parser (~20 ms of
+    every subcommand's options). A rough reading of the arguments, only for the pipe; anything
+    it does not recognize starts nothing, and cmd_detect checks the pipe against the real parse."""
+    global _EARLY_PIPE
+    if not argv or argv[0] != "detect":
+        return
+    paths, max_frames, rest = [], "32", iter(argv[1:])   # 32: --max-frames' default below
+    for arg in rest:
+        if arg in ("--json", "--quiet"):
+            continue
+        if arg in ("--device", "--detectors", "--report", "--max-frames"):
+            val = next(rest, None)
+            if val is None:
+                return
+            if arg == "--max-frames":
+                max_frames = val
+        elif arg.startswith("--max-frames="):
+            max_frames = arg.split("=", 1)[1]
+        elif arg.startswith(("--device=", "--detectors=", "--report=")):
+            continue
+        elif arg.startswith("-"):
+            return                                         # help, a typo, or `--`: leave it to argparse
+        else:
+            paths.append(arg)
+    if not max_frames.isdigit():
+        return
+    from forensics import framepipe
+
+    _EARLY_PIPE = framepipe.start_for(paths, int(max_frames))
+
+
 def run() -> None:
     """The console script. `detect` is often run once per file by other tools: once its output is
     flushed it skips the interpreter's teardown of numpy and OpenCV (~50 ms, a quarter of the
     time ffmpeg takes to decode a 10 s clip); every file it wrote was closed by then."""
-    rc = main()
+    _start_pipe_early(sys.argv[1:])
+    try:
+        rc = main()
+    finally:
+        if _EARLY_PIPE is not None:       # not taken by cmd_detect (a usage error, --help)
+            _EARLY_PIPE.close()
     if len(sys.argv) > 1 and sys.argv[1] == "detect":
         try:
             sys.stdout.flush()

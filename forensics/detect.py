@@ -131,19 +131,66 @@ def fuse(evidence: dict, detectors: dict, modality: str | None = None) -> tuple[
     return float(dbase.sigmoid(np.mean(logits))), float(dbase.sigmoid(np.mean(thr_logits))), info
 
 
+def _per_frame_plan(n: int, h: int, w: int) -> tuple[list[int] | None, int | None]:
+    """For n sampled video frames of h x w: the positions of the frames per-frame detectors score
+    (None: all) and their per-frame patch cap (None: the detectors' own); see PER_FRAME_PATCHES."""
+    per_frame = min(FRAME_PATCHES, max(1, (h // 32) * (w // 32)))
+    k = max(PER_FRAME_MIN, PER_FRAME_PATCHES // per_frame)
+    if k >= n:
+        return None, (FRAME_PATCHES if per_frame >= FRAME_PATCHES else None)
+    return [int(i) for i in np.linspace(0, n - 1, k).round()], FRAME_PATCHES
+
+
 def per_frame_subset(m: dbase.Media) -> dbase.Media:
     """The frames per-frame detectors score, with their per-frame patch cap (see
     PER_FRAME_PATCHES); the media itself for images."""
     if m.modality != "video":
         return m
     h, w = m.frames[0].shape[:2]
-    per_frame = min(FRAME_PATCHES, max(1, (h // 32) * (w // 32)))
-    k = max(PER_FRAME_MIN, PER_FRAME_PATCHES // per_frame)
-    if k >= len(m.frames):
-        return m if per_frame < FRAME_PATCHES else dataclasses.replace(m, max_patches=FRAME_PATCHES)
-    pick = np.linspace(0, len(m.frames) - 1, k).round().astype(int)
-    return dataclasses.replace(m, frames=[m.frames[i] for i in pick], max_patches=FRAME_PATCHES,
-                               frame_index=[m.frame_index[i] for i in pick] if m.frame_index else None)
+    picks, cap = _per_frame_plan(len(m.frames), h, w)
+    if picks is None:
+        return m if cap is None else dataclasses.replace(m, max_patches=cap)
+    return dataclasses.replace(m, frames=[m.frames[i] for i in picks], max_patches=cap,
+                               frame_index=[m.frame_index[i] for i in picks] if m.frame_index else None)
+
+
+def _score_while_decoding(path, max_frames: int, pipe, detectors: dict[str, dbase.Detector]) -> None:
+    """While the frame pipe's ffmpeg still decodes, score the runs it has written (inside
+    `dbase.frame_memo()`, so the final pass reuses this work): on a 10 s 640x360 clip the
+    detectors are loaded ~50 ms before the last run is decoded. Only whole runs are scored, so
+    runs and per-frame picks are those of the final pass. This is only a head start: any error
+    here ends it, and the final pass redoes (and reports) everything it did not finish."""
+    done = 0  # frames (whole runs) scored
+    while True:
+        got = pipe.available(path, max_frames)
+        if got is None:
+            return
+        raw, want, gap = got
+        # one run at a time, so that the final pass (two threads) takes over soon after the decode
+        k = next(i + 1 for i in range(done, len(want)) if i + 1 == len(want) or want[i + 1] - want[i] != gap)
+        if k >= len(want):
+            return
+        if len(raw) < k:
+            time.sleep(0.002)
+            continue
+        info = pipe.info
+        try:
+            frames = [np.frombuffer(b, np.uint8).reshape(info.height, info.width, 3) for b in raw[:k]]
+            m = dbase.Media(str(path), "video", frames, info.fps, info.frames, frame_index=want[:k], pair_gap=gap)
+            picks, cap = _per_frame_plan(len(want), info.height, info.width)
+            keep = [i for i in (range(k) if picks is None else picks) if i < k]
+            still = dataclasses.replace(m, frames=[frames[i] for i in keep], max_patches=cap,
+                                        frame_index=[want[i] for i in keep])
+            for d in detectors.values():
+                if "video" not in d.modalities:
+                    continue
+                if getattr(d, "uses_frame_runs", False):
+                    d.score(m)
+                elif still.frames:
+                    d.score(still)
+        except Exception:  # noqa: BLE001 - a head start only (see the docstring)
+            return
+        done = k
 
 
 def verdict(p: float, threshold: float) -> str:
@@ -167,9 +214,12 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
                 max_frames: int = DEFAULT_MAX_FRAMES, report_dir: str | Path | None = None,
                 prefetched=None) -> dict:
     t0 = time.time()
-    m = load_media(path, max_frames, prefetched)
-    still = per_frame_subset(m)
-    evidence = score_media(m, detectors, still)
+    with dbase.frame_memo():
+        if prefetched is not None:
+            _score_while_decoding(path, max_frames, prefetched, detectors)
+        m = load_media(path, max_frames, prefetched)
+        still = per_frame_subset(m)
+        evidence = score_media(m, detectors, still)
     if not evidence and detectors:
         raise UsageError(f"none of the chosen detectors handles {m.modality}")
     p = thr = None  # no detectors (an empty dict): metadata evidence only

@@ -4,8 +4,10 @@
 it could decode a frame. `FramePipe.start` needs only the standard library: in a background
 thread it reads the clip's facts (an MP4's sample table, `mediainfo.mp4_info`, else ffmpeg's
 probe), plans the frames `media.read_frame_runs` would decode, and has ffmpeg decode them (one
-pass, a `select` filter, raw RGB on a pipe), so decoding runs on the other core while Python
-imports; `media.read_frame_runs(..., prefetched=pipe)` then takes the frames.
+pass, a `select` filter, raw RGB into a scratch file in /dev/shm, memory-mapped and deleted),
+so decoding runs on the other core while Python imports; `available` hands out the frames
+written so far (`detect` scores whole runs while the rest decodes), and
+`media.read_frame_runs(..., prefetched=pipe)` then takes them all.
 
 The pipe only takes files where it gives exactly what OpenCV's FFmpeg backend gives: a single
 video stream, 8-bit 4:2:0, no rotation, a declared length, and a plan that OpenCV decodes from
@@ -17,6 +19,7 @@ without frames, and read_frame_runs decodes the plain way and raises its usual e
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import subprocess
@@ -71,6 +74,30 @@ def _select_expr(want: list[int], gap: int) -> str:
     return "+".join(terms)
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _scratch_file(nbytes: int) -> str | None:
+    """A new private file for ffmpeg's raw frames: in /dev/shm (memory) when it has room for
+    them twice over, else in the temporary folder; None when neither can be written."""
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    for d in ("/dev/shm", tmp):
+        try:
+            vfs = os.statvfs(d)
+            if vfs.f_bavail * vfs.f_frsize < 2 * nbytes + (64 << 20) and d != tmp:
+                continue
+            path = os.path.join(d, f"forensics-frames-{os.getpid()}-{os.urandom(6).hex()}.rgb")
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return path
+        except OSError:
+            continue
+    return None
+
+
 class FramePipe:
     """Frames of one `read_frame_runs` request, decoded in the background (see the module doc)."""
 
@@ -79,11 +106,16 @@ class FramePipe:
         self.path = str(path)
         self.request = (max_frames, run_length, target_fps, max_pixels, max_duration)
         self.info: mi.VideoInfo | None = None     # the probe, when it succeeded
-        self.frames: list[bytearray] | None = None
+        self.frames: list[memoryview] | None = None
         self.want: list[int] = []
         self.gap = 1
         self.declined: str | None = None          # why the pipe gave no frames (tests, debugging)
         self._proc: subprocess.Popen | None = None
+        self._out: str | None = None              # the scratch file's name
+        self._fd: int | None = None               # the scratch file, open while ffmpeg writes it
+        self._size = 0                            # bytes per frame
+        self._plan: tuple[list[int], int] | None = None   # (frame numbers, gap) being decoded
+        self._views: list[memoryview] = []        # frames handed out so far, in plan order
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="framepipe", daemon=True)
@@ -122,44 +154,47 @@ class FramePipe:
         if why:
             self.declined = why
             return
+        size = info.width * info.height * 3
+        total = size * len(want)
+        out = _scratch_file(total)
+        if out is None:
+            self.declined = "no scratch space"
+            return
+        with self._lock:
+            self._out = out                       # close() deletes it too: the process may exit first
         # One decoding thread: ffmpeg shares the two cores with Python's imports and scoring, and
-        # frame threading only adds CPU time there.
-        cmd = [mi.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats",
+        # frame threading only adds CPU time there. Frames go to a scratch file, not a pipe: a
+        # pipe's 64 KB blocked ffmpeg until a reader thread got the GIL from the imports, which
+        # stretched a 0.2 s decode to 0.4 s. The file is read through memory maps of an open
+        # descriptor (no copy), so its name can go as soon as ffmpeg is done.
+        cmd = [mi.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y",
                "-loglevel", "error" if text is not None else "level+info", "-threads", "1", "-i", str(p),
                "-map", "0:v:0", "-vf", f"select='{_select_expr(want, gap)}'", "-fps_mode", "passthrough",
-               "-frames:v", str(len(want)), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-        size = info.width * info.height * 3
-        frames: list[bytearray] = []
-        err: list[bytes] = []
-        with self._lock:
-            if self._closed:
-                return
-            self._proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                                 stderr=subprocess.PIPE)
-        drain = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
-        drain.start()
+               "-frames:v", str(len(want)), "-f", "rawvideo", "-pix_fmt", "rgb24", out]
         try:
-            for _ in want:
-                buf = bytearray(size)
-                view, got = memoryview(buf), 0
-                while got < size:
-                    n = proc.stdout.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                if got < size:
-                    break
-                frames.append(buf)
-            proc.stdout.close()
-            rc = proc.wait(timeout=DECODE_TIMEOUT_S)
-            drain.join(DECODE_TIMEOUT_S)
+            with self._lock:
+                if self._closed:
+                    return
+                self._fd = os.open(out, os.O_RDONLY)
+                self._size, self._plan = size, (want, gap)
+                self._proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.PIPE)
+            try:
+                _, err = proc.communicate(timeout=DECODE_TIMEOUT_S)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            rc = proc.returncode
+            with self._lock:
+                frames = self._map_new() if self._fd is not None else []
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            drain.join(5)
-            proc.stderr.close()
-        msg = b"".join(err).decode("utf-8", "replace")
+            with self._lock:
+                _unlink(out)
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+        msg = err.decode("utf-8", "replace")
         if text is None:        # level+info: the input's description, then any messages
             lines = msg.splitlines()
             text = "\n".join(_LEVEL.sub("", ln) for ln in lines[:next((i for i, ln in enumerate(lines)
@@ -176,14 +211,41 @@ class FramePipe:
             return
         self.frames, self.want, self.gap = frames, want, gap
 
+    def _map_new(self) -> list[memoryview]:
+        """Every frame ffmpeg has written completely so far (under the lock): views made once
+        per frame, so a frame handed out early and again at the end is the same memory."""
+        want, _ = self._plan
+        n = min(os.fstat(self._fd).st_size // self._size, len(want))
+        if n > len(self._views):
+            data = mmap.mmap(self._fd, n * self._size, access=mmap.ACCESS_COPY)
+            view = memoryview(data)
+            self._views += [view[i * self._size:(i + 1) * self._size] for i in range(len(self._views), n)]
+        return list(self._views)
+
+    def available(self, path, max_frames: int = 32, **kw):
+        """While ffmpeg decodes: (raw RGB frames written so far, planned frame numbers, gap) for
+        this request, without waiting; None when the pipe is not decoding it (or has finished:
+        then `result` has everything). Callers may start on these frames; they are the same
+        memory that `result` hands over, unless the pipe declines, when `result` gives None."""
+        if not self._same(path, max_frames, **kw):
+            return None
+        with self._lock:
+            if self._fd is None or self._plan is None:
+                return None
+            return self._map_new(), self._plan[0], self._plan[1]
+
+    def _same(self, path, max_frames: int = 32, *, run_length: int = 8, target_fps: float = 8.0,
+              max_pixels: int = mi.MAX_PIXELS, max_duration: float = mi.MAX_DURATION_S) -> bool:
+        return (os.path.abspath(self.path) == os.path.abspath(str(path))
+                and self.request == (max_frames, run_length, target_fps, max_pixels, max_duration))
+
     def result(self, path, max_frames: int = 32, *, run_length: int = 8, target_fps: float = 8.0,
                max_pixels: int = mi.MAX_PIXELS, max_duration: float = mi.MAX_DURATION_S):
         """(raw RGB frames, frame numbers, gap, VideoInfo) when this pipe decoded exactly this
         request; (None, None, None, VideoInfo or None) otherwise, with the probe when it
         succeeded for this request (the plain path may reuse it)."""
-        same = (os.path.abspath(self.path) == os.path.abspath(str(path))
-                and self.request == (max_frames, run_length, target_fps, max_pixels, max_duration))
-        if not same:
+        if not self._same(path, max_frames, run_length=run_length, target_fps=target_fps,
+                          max_pixels=max_pixels, max_duration=max_duration):
             self.close()
             return None, None, None, None
         self._thread.join(DECODE_TIMEOUT_S)
@@ -196,13 +258,20 @@ class FramePipe:
         frames, self.frames = self.frames, None       # handed over once
         return frames, self.want, self.gap, self.info
 
+    def serves(self, paths: list[str], max_frames: int) -> bool:
+        """Whether this pipe is what `start_for(paths, max_frames)` would start."""
+        return len(paths) == 1 and self._same(paths[0], max_frames)
+
     def close(self) -> None:
-        """Stop ffmpeg if it still runs (nothing else to free)."""
+        """Stop ffmpeg if it still runs and delete its scratch file (frames already mapped stay)."""
         with self._lock:
             self._closed = True
             proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if self._out is not None:
+                _unlink(self._out)
 
 
 def start_for(paths: list[str], max_frames: int) -> FramePipe | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +33,13 @@ from .mediainfo import (  # noqa: E402,F401
     probe_video_text, sniff, video_info,
 )
 
+
+def _mkstemp(**kw) -> tuple[int, str]:
+    """tempfile.mkstemp, imported when a file is written: tempfile pulls in shutil, random, bz2
+    and lzma (~8 ms of `forensics detect`'s start-up, which writes nothing)."""
+    import tempfile
+
+    return tempfile.mkstemp(**kw)
 
 
 def _pil():
@@ -132,7 +138,7 @@ def write_jpeg(path: str | os.PathLike, rgb: np.ndarray, quality: int = 90) -> P
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    fd, tmp = _mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -237,7 +243,7 @@ def write_mp4(path: str | os.PathLike, frames, fps: float = 8.0, crf: int = 18,
     t, h, w, _ = arr.shape
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mp4", dir=path.parent)
+    fd, tmp = _mkstemp(prefix=".tmp-", suffix=".mp4", dir=path.parent)
     os.close(fd)
     stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=fps)
     if w % 2 or h % 2:
@@ -264,7 +270,7 @@ def write_mp4(path: str | os.PathLike, frames, fps: float = 8.0, crf: int = 18,
 def transcode(src, dst, *, args: list[str], timeout: float = ENCODE_TIMEOUT_S) -> Path:
     """Run ffmpeg on one file with extra output arguments (argument list, no shell)."""
     dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=dst.suffix, dir=dst.parent)
+    fd, tmp = _mkstemp(prefix=".tmp-", suffix=dst.suffix, dir=dst.parent)
     os.close(fd)
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *args, tmp]
     try:

@@ -5,9 +5,9 @@ Cheap, explainable evidence that works on full-size files, read before any learn
 1. **Containers, walked with bounded parsers** (every read is capped; a malformed field becomes a
    line in `warnings`, never an exception): JPEG segments (APPn, COM, DQT, DHT, SOF), PNG chunks
    (tEXt / zTXt / iTXt with capped decompression, eXIf, iCCP, caBX, CRCs, data after IEND), RIFF
-   WebP chunks, GIF comments, ISO-BMFF (MP4/MOV) boxes (ftyp, mvhd, hdlr, stsd, udta, Apple
-   `keys` metadata, uuid) plus mutagen's iTunes-style tags, and ffmpeg's tag dump for other video
-   containers. EXIF, ICC and IPTC come through Pillow; XMP (untrusted XML) through defusedxml.
+   WebP chunks, GIF comments, ISO-BMFF (MP4/MOV) boxes (ftyp, mvhd, hdlr, stsd, udta, uuid, and
+   `ilst` tags: iTunes-style items and Apple `keys` metadata), and ffmpeg's tag dump for other
+   video containers. EXIF, ICC and IPTC come through Pillow; XMP (untrusted XML) through defusedxml.
 2. **Generator signatures**, each reported with the exact field that matched:
    AUTOMATIC1111-style `parameters` text (prompt, sampler, steps, seed, model parsed), ComfyUI
    `prompt` / `workflow` JSON (PNG chunks, or the `Prompt:` / `Workflow:` EXIF strings of its
@@ -366,8 +366,6 @@ def analyze(path: str | os.PathLike, rgb: np.ndarray | None = None, *, double_jp
     elif fmt in ("mp4", "mov"):
         with _guard(c.w, "MP4/MOV boxes"):
             _walk_bmff(c)
-        with _guard(c.w, "MP4 tags (mutagen)"):
-            _mutagen_tags(c)
     elif kind == "video":
         with _guard(c.w, "video container tags"):
             _ffmpeg_tags(c)
@@ -1087,8 +1085,15 @@ def ijg_table(q: int, base: np.ndarray = STD_LUMA) -> np.ndarray:
     return np.clip((base * s + 50) // 100, 1, 255)
 
 
-_IJG_LUMA = np.stack([ijg_table(q, STD_LUMA) for q in range(1, 101)])     # (100, 64)
-_IJG_CHROMA = np.stack([ijg_table(q, STD_CHROMA) for q in range(1, 101)])
+def _ijg_bank(base: np.ndarray) -> np.ndarray:
+    """ijg_table for every quality 1..100 at once: (100, 64)."""
+    q = np.arange(1, 101)
+    s = np.where(q < 50, 5000 // q, 200 - 2 * q)
+    return np.clip((base[None] * s[:, None] + 50) // 100, 1, 255)
+
+
+_IJG_LUMA = _ijg_bank(STD_LUMA)
+_IJG_CHROMA = _ijg_bank(STD_CHROMA)
 
 
 def quality_of_table(t: np.ndarray, chroma: bool = False) -> dict[str, Any]:
@@ -1415,7 +1420,7 @@ _MAC_EPOCH = _dt.datetime(1904, 1, 1, tzinfo=_dt.timezone.utc)
 def _walk_bmff(c: _Collector) -> None:
     size = c.path.stat().st_size
     st: dict[str, Any] = {"boxes": 0, "top": [], "tracks": [], "udta": {}, "keys": [], "key_values": {},
-                          "mdat": None}
+                          "itunes": {}, "mdat": None}
     with open(c.path, "rb") as fh:
         _bmff_level(c, fh, 0, size, 0, [], st)
         cont: dict[str, Any] = {"top_level_boxes": st["top"][:50]}
@@ -1448,6 +1453,10 @@ def _walk_bmff(c: _Collector) -> None:
                 for e in enc:
                     c.field("H.264/H.265 SEI (media data)", "encoder_settings", e)
     c.out["container"] = cont
+    if st["itunes"]:
+        _itunes_tags(c, st["itunes"])
+    if "encoder" in cont.get("tags", {}):
+        cont["encoder"] = cont["tags"]["encoder"]
 
 
 def _encoder_strings(b: bytes) -> list[str]:
@@ -1503,11 +1512,17 @@ def _bmff_level(c: _Collector, fh, start: int, end: int, depth: int, path: list[
             _bmff_level(c, fh, s, pos + size, depth + 1, path + [typ], st)
         elif parent == b"ilst" and body_len <= MAX_SEGMENT_BYTES:
             fh.seek(body_start)
-            val = _ilst_value(fh.read(body_len))
-            # Items named by an index into `keys` (QuickTime metadata); iTunes-style atoms
-            # (©too, desc, ----) are read by mutagen.
-            if val is not None and typ[:1] != b"\xa9" and not typ.isalpha() and typ != b"----":
-                st["key_values"][struct.unpack(">I", typ)[0]] = val
+            item = fh.read(body_len)
+            if typ[:1] == b"\xa9" or typ.isalpha() or typ == b"----":
+                # iTunes-style atoms (©too, desc, ----:mean:name), named by their four letters
+                key, vals = _ilst_item(typ, item)
+                if key is not None and vals and len(st["itunes"]) < MAX_FIELDS:
+                    st["itunes"].setdefault(key, "; ".join(vals))
+            else:
+                # items named by an index into `keys` (QuickTime metadata)
+                vals = _ilst_item(typ, item)[1]
+                if vals:
+                    st["key_values"][struct.unpack(">I", typ)[0]] = vals[0]
         elif typ in (b"ftyp", b"mvhd", b"hdlr", b"stsd", b"keys", b"uuid") or \
                 (parent == b"udta" and typ[:1] == b"\xa9"):
             fh.seek(body_start)
@@ -1578,46 +1593,52 @@ def _bmff_leaf(c: _Collector, typ: bytes, d: bytes, parent: bytes, st: dict) -> 
         st["udta"][typ.decode("latin-1")] = d[4:4 + n].decode("utf-8", "replace")
 
 
-def _ilst_value(d: bytes) -> str | None:
-    """The first `data` atom of an ilst item as text."""
-    if len(d) >= 16 and d[4:8] == b"data":
-        n = struct.unpack(">I", d[:4])[0]
-        vtype = struct.unpack(">I", d[8:12])[0] & 0xFFFFFF
-        payload = d[16:max(16, min(n, len(d)))]
-        if vtype in (1, 4, 5):                      # UTF-8 / UTF-16
-            return payload.decode("utf-8" if vtype in (1, 4) else "utf-16-be", "replace")
-        if vtype == 21 and len(payload) in (1, 2, 4, 8):
-            return str(int.from_bytes(payload, "big", signed=True))
-        return f"<{len(payload)} bytes, type {vtype}>"
-    return None
+def _ilst_item(typ: bytes, d: bytes) -> tuple[str | None, list[str]]:
+    """An ilst item's name and the values of its `data` atoms as text. Freeform items (`----`)
+    are named `----:<mean>:<name>` from their `mean` and `name` atoms."""
+    key: str | None = typ.decode("latin-1")
+    mean = name = None
+    vals: list[str] = []
+    i = 0
+    while i + 8 <= len(d) and len(vals) < MAX_FIELDS:
+        n, kind = struct.unpack(">I4s", d[i:i + 8])
+        if n < 8 or i + n > len(d):
+            break
+        body = d[i + 8:i + n]
+        if kind == b"data" and len(body) >= 8:
+            vtype = struct.unpack(">I", body[:4])[0] & 0xFFFFFF
+            payload = body[8:]
+            if vtype in (1, 4, 5) or (typ == b"----" and vtype == 0):   # UTF-8 / UTF-16; freeform text
+                vals.append(payload.decode("utf-16-be" if vtype == 5 else "utf-8", "replace"))
+            elif vtype == 21 and len(payload) in (1, 2, 4, 8):
+                vals.append(str(int.from_bytes(payload, "big", signed=True)))
+            else:
+                vals.append(f"<{len(payload)} bytes, type {vtype}>")
+        elif kind in (b"mean", b"name") and len(body) >= 4:
+            text = body[4:].decode("utf-8", "replace")
+            mean, name = (text, name) if kind == b"mean" else (mean, text)
+        i += n
+    if typ == b"----":
+        key = f"----:{mean}:{name}" if mean is not None and name is not None else None
+    return key, vals
 
 
-def _mutagen_tags(c: _Collector) -> None:
-    import mutagen.mp4
+_ITUNES_NAMES = {"©too": "encoder", "©swr": "software", "©day": "date", "©nam": "title", "©cmt": "comment",
+                 "©ART": "artist", "desc": "description", "©des": "description", "©mak": "make", "©mod": "model"}
 
-    try:
-        f = mutagen.mp4.MP4(str(c.path))
-    except mutagen.MutagenError as exc:
-        c.w.add(f"MP4 tags (mutagen): {str(exc)[:160]}")
-        return
-    if not f.tags:
-        return
+
+def _itunes_tags(c: _Collector, items: dict[str, str]) -> None:
+    """iTunes-style items (as ffmpeg, cameras and editors write them) into the container's tags."""
     cont = c.out.setdefault("container", {})
     tags = cont.setdefault("tags", {})
-    names = {"©too": "encoder", "©swr": "software", "©day": "date", "©nam": "title", "©cmt": "comment",
-             "©ART": "artist", "desc": "description", "©des": "description", "©mak": "make", "©mod": "model"}
-    for k, v in list(f.tags.items())[:MAX_FIELDS]:
+    for k, text in items.items():
         if not k.isprintable():
-            continue                # QuickTime `keys` items (by index): read by the box walker
-        vals = v if isinstance(v, list) else [v]
-        text = "; ".join(x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in vals)
-        key = names.get(k, k)
+            continue
+        key = _ITUNES_NAMES.get(k, k)
         tags[key] = _clip(text)
         c.field(f"MP4 tag {k!r}", k if k in _SOFTWARE_KEYS else key, text)
         if key in ("make", "model"):
             c.camera.setdefault(key, _clip(text))
-    if "encoder" in tags:
-        cont["encoder"] = tags["encoder"]
 
 
 def _ffmpeg_tags(c: _Collector) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -198,6 +199,81 @@ def test_prefetched_frames_equal_plain_decoding(tmp_path):
         for n in dets:
             np.testing.assert_allclose(fast["detectors"][n]["per_frame"], slow["detectors"][n]["per_frame"], atol=2e-3)
         assert abs(fast["p_synthetic"] - slow["p_synthetic"]) <= 2e-3
+
+
+def test_scoring_while_decoding_reuses_its_work_and_changes_nothing(tmp_path, monkeypatch):
+    """detect_file scores the runs a pipe has written while it decodes the rest; the final pass
+    reuses that work (frame_memo) and the result is the one of scoring everything at the end."""
+    from forensics import framepipe
+    from forensics.detectors import temporal as T
+
+    if not _installed():
+        pytest.skip("no shipped detectors")
+    clip = media.write_mp4(tmp_path / "c.mp4", _textured_clip(120, 96, 64), fps=30, crf=20, preset="ultrafast")
+    dets = detect.load_detectors()
+    done = framepipe.FramePipe.start(clip, 32)
+    done._thread.join()
+    views, want, gap, info = list(done.frames), done.want, done.gap, done.info
+
+    class Staged:
+        """The finished pipe's frames handed out one run more per call, as while ffmpeg decodes."""
+        def __init__(self):
+            self.info, self.calls = info, 0
+
+        def available(self, path, max_frames):
+            self.calls += 1
+            n = 8 * self.calls
+            return None if n > len(views) else (views[:n], want, gap)
+
+        def result(self, path, max_frames, **kw):
+            return views, want, gap, info
+
+    runs, frames = [], []
+    real_runs, real_frames = T.run_features, A.ArtifactDetector.frame_outputs
+    monkeypatch.setattr(T, "run_features", lambda work: runs.append(len(work)) or real_runs(work))
+    monkeypatch.setattr(A.ArtifactDetector, "frame_outputs",
+                        lambda self, fr, cap=A.MAX_PATCHES: frames.append(len(fr)) or real_frames(self, fr, cap))
+    staged = detect.detect_file(clip, dets, prefetched=Staged())
+    n = staged["frames_per_frame_detectors"]
+    assert runs == [8, 8, 8, 8] and len(frames) == 4 and sum(frames) == n     # each scored once, in 4 steps
+    runs.clear()
+    frames.clear()
+    at_end = detect.detect_file(clip, dets, prefetched=framepipe.FramePipe.start(clip, 32))
+    assert runs == [8, 8, 8, 8] and frames == [n]
+    staged.pop("seconds"), at_end.pop("seconds")
+    assert staged == at_end
+
+
+def test_cli_starts_the_pipe_before_parsing_and_checks_it_after(tmp_path, monkeypatch, capsys):
+    import cli
+    from forensics import framepipe
+
+    clip = media.write_mp4(tmp_path / "c.mp4", _textured_clip(40, 48, 32), fps=8, preset="ultrafast")
+    started = []
+    real_start = framepipe.FramePipe.start
+    monkeypatch.setattr(framepipe.FramePipe, "start",
+                        classmethod(lambda cls, p, n=32, **kw: started.append((str(p), n)) or real_start(p, n, **kw)))
+    for argv, early in ((["detect", str(clip), "--json"], (str(clip), 32)),
+                        (["detect", "--max-frames", "16", str(clip), "--device", "cpu"], (str(clip), 16)),
+                        (["detect", "--max-frames=12", str(clip)], (str(clip), 12)),
+                        (["detect", "--help"], None), (["detect", "-x", str(clip)], None),
+                        (["detect", str(clip), str(clip)], None), (["bank", "list"], None)):
+        started.clear()
+        cli._start_pipe_early(argv)
+        pipe, cli._EARLY_PIPE = cli._EARLY_PIPE, None
+        assert (started[0] if started else None) == early, argv
+        if pipe is not None:
+            assert pipe.serves([str(clip)], early[1]) and not pipe.serves([str(clip)], early[1] + 1)
+            pipe.close()
+            pipe._thread.join()
+            assert not list(Path("/dev/shm").glob(f"forensics-frames-{os.getpid()}-*"))   # scratch file gone
+    # a pipe for another request than the parsed one is closed, and a right one is started
+    cli._start_pipe_early(["detect", str(clip)])
+    wrong = cli._EARLY_PIPE
+    started.clear()
+    assert cli.main(["detect", str(clip), "--max-frames", "8", "--json"]) == 0
+    assert cli._EARLY_PIPE is None and wrong._closed and started == [(str(clip), 8)]
+    assert json.loads(capsys.readouterr().out)["frames_scored"] <= 8
 
 
 def test_prefetch_declines_what_it_cannot_match(tmp_path, long_clip, monkeypatch):

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import calibration as cal
-from .base import Detector, Evidence, Media, register
+from .base import Detector, Evidence, Media, memo_frames, register
 from .calibration import fit_small
 
 P = 32
@@ -63,6 +63,19 @@ def __getattr__(name):
 
 
 BN_EPS = 1e-5     # torch.nn.BatchNorm2d's default, which timm's ResNet uses
+
+
+_WS = threading.local()
+
+
+def _workspace(n: int) -> np.ndarray:
+    """n float32 of this thread's im2col buffer, grown as needed and kept: a fresh 19 MB buffer
+    per convolution was first-touched (page-faulted) every time, which made the first scoring
+    in a process (every `forensics detect` run) twice as slow as later ones."""
+    buf = getattr(_WS, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _WS.buf = np.empty(n, np.float32)
+    return buf[:n]
 
 
 class NumpyPatchNet:
@@ -125,7 +138,29 @@ class NumpyPatchNet:
         extra = sorted(set(st) - used)
         if extra:
             raise ValueError(f"unexpected keys in the state dict: {', '.join(extra[:5])}")
-        self.outputs(np.zeros((1, P, P, 3), np.uint8))  # layers that do not chain fail here, not on a user's file
+        self._check_chain()
+
+    def _check_chain(self) -> None:
+        """Layers that do not chain fail at load, not on a user's file: each convolution's input
+        channels (its columns are k·k·C rows) are the previous output's; a residual sum needs
+        equal channels. A static check: a trial forward pass cost `detect` ~10 ms at start-up."""
+        def conv(layer, c_in, name):
+            w, _, k, _, _ = layer
+            if w.shape[0] != k * k * c_in:
+                raise ValueError(f"{name}: expects {w.shape[0] // (k * k)} input channels, gets {c_in}")
+            return w.shape[1]
+
+        c = len(self.mean)
+        for i, layer in enumerate(self.stem):
+            c = conv(layer, c, f"stem conv {i}")
+        for i, (c1, c2, down) in enumerate(self.blocks):
+            out = conv(c2, conv(c1, c, f"block {i} conv1"), f"block {i} conv2")
+            skip = c if down is None else conv(down, c, f"block {i} downsample")
+            if out != skip:
+                raise ValueError(f"block {i}: residual of {skip} channels added to {out}")
+            c = out
+        if self.head_w.shape[0] != c:
+            raise ValueError(f"head expects {self.head_w.shape[0]} channels, gets {c}")
 
     @staticmethod
     def _conv(x: np.ndarray, layer, relu: bool) -> np.ndarray:
@@ -136,7 +171,7 @@ class NumpyPatchNet:
         w, b, k, stride, pad = layer
         C, B, H, W = x.shape
         Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
-        cols = np.empty((k, k, C, B, Ho, Wo), np.float32)
+        cols = _workspace(k * k * C * B * Ho * Wo).reshape(k, k, C, B, Ho, Wo)
         for dy in range(k):
             r0, r1 = _valid(dy - pad, stride, H, Ho)
             for dx in range(k):
@@ -443,7 +478,7 @@ class ArtifactDetector(Detector):
 
     def score(self, media: Media) -> Evidence:
         cap = getattr(media, "max_patches", None) or MAX_PATCHES
-        outs = self.frame_outputs(media.frames, cap)
+        outs = memo_frames((self.name, id(self), cap), media.frames, lambda fr: self.frame_outputs(fr, cap))
         maps = [m for m, _ in outs]
         frame_z = np.array([m.mean() for m in maps])
         z = float(frame_z.mean())

@@ -7,6 +7,8 @@ A detector is fitted on a corpus and scores *media*: a list of RGB uint8 frames 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -56,6 +58,54 @@ class Evidence:
         if self.notes:
             d["notes"] = self.notes
         return d
+
+
+# -- memo of per-frame and per-run work, for scoring a video while it is still being decoded ----
+# `forensics detect clip.mp4` scores the runs ffmpeg has already written while it decodes the
+# rest, then scores the whole clip; inside `frame_memo()` the detectors' per-frame and per-run
+# computations are kept, keyed by the frame's memory (the early frames and the final ones are
+# the same buffers), so the second pass only does the new frames. The memo holds the frames, so
+# no other array can take a key's address while it lives.
+_MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("forensics_frame_memo", default=None)
+
+
+@contextlib.contextmanager
+def frame_memo():
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _frame_key(a: np.ndarray) -> tuple:
+    i = a.__array_interface__
+    return i["data"][0], a.shape, i["strides"], a.dtype.str
+
+
+def memo_frames(tag, frames: list[np.ndarray], fn) -> list:
+    """fn(frames), one result per frame, through the active memo: fn sees only the frames it has
+    not seen under `tag`; outside `frame_memo()` simply fn(frames)."""
+    memo = _MEMO.get()
+    if memo is None:
+        return fn(frames)
+    keys = [(tag, _frame_key(f)) for f in frames]
+    todo = [i for i, k in enumerate(keys) if k not in memo]
+    if todo:
+        for i, r in zip(todo, fn([frames[i] for i in todo])):
+            memo[keys[i]] = (r, frames[i])
+    return [memo[k][0] for k in keys]
+
+
+def memo_run(tag, frames: list[np.ndarray], fn):
+    """fn(frames), one result for the whole run of frames, through the active memo."""
+    memo = _MEMO.get()
+    if memo is None:
+        return fn(frames)
+    key = (tag, tuple(_frame_key(f) for f in frames))
+    if key not in memo:
+        memo[key] = (fn(frames), frames)
+    return memo[key][0]
 
 
 def register(cls: type["Detector"]) -> type["Detector"]:

@@ -32,7 +32,7 @@ from safetensors.numpy import load_file
 
 from ..errors import CheckpointError, UsageError
 from . import calibration as cal
-from .base import Detector, Evidence, Media, platt_fit, register, sigmoid, threshold_at_fpr
+from .base import Detector, Evidence, Media, memo_frames, platt_fit, register, sigmoid, threshold_at_fpr
 from .calibration import fit_small
 
 P = 32
@@ -249,8 +249,8 @@ class FrequencyDetector(Detector):
             raise CheckpointError("the frequency detector is not fitted")
         frame_z, heat, feats = [], None, []
         cap = getattr(media, "max_patches", None) or MAX_PATCHES
-        for f in media.frames:
-            z, zmap, Xs = self._frame_logit(f, cap)
+        outs = memo_frames((self.name, id(self), cap), media.frames, lambda fr: [self._frame_logit(f, cap) for f in fr])
+        for z, zmap, Xs in outs:
             frame_z.append(z)
             feats.append(Xs.mean(0))
             if heat is None:

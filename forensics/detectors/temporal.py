@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from ..errors import CheckpointError, UsageError
-from .base import Detector, Evidence, Media, register, sigmoid
+from .base import Detector, Evidence, Media, memo_run, register, sigmoid
 
 WORK = 32          # short side of the working frames (the corpus clips are 32x32)
 RUN = 8            # frames per run (7 pairs), at training and at detection
@@ -207,11 +207,10 @@ def split_runs(index: list[int] | None, gap: int, n: int, run: int = RUN) -> lis
 def clip_features(frames: list[np.ndarray], index: list[int] | None = None, gap: int = 1
                   ) -> tuple[list[np.ndarray], list[tuple[int, int]], dict]:
     """Per run: its (P, D) features; the frame pairs (as frame numbers); a summary."""
-    work = [working(f) for f in frames]
     idx = list(range(len(frames))) if index is None else list(index)
     feats, pairs, sums = [], [], []
     for r in split_runs(idx, gap, len(frames)):
-        X, s = run_features([work[k] for k in r])
+        X, s = memo_run("temporal", [frames[k] for k in r], lambda fr: run_features([working(f) for f in fr]))
         feats.append(X)
         pairs += [(idx[r[j]], idx[r[j + 1]]) for j in range(len(r) - 1)]
         sums.append(s)
