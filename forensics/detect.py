@@ -180,14 +180,8 @@ def _score_while_decoding(path, max_frames: int, pipe, detectors: dict[str, dbas
             picks, cap = _per_frame_plan(len(want), info.height, info.width)
             keep = [i for i in (range(k) if picks is None else picks) if i < k]
             still = dataclasses.replace(m, frames=[frames[i] for i in keep], max_patches=cap,
-                                        frame_index=[want[i] for i in keep])
-            for d in detectors.values():
-                if "video" not in d.modalities:
-                    continue
-                if getattr(d, "uses_frame_runs", False):
-                    d.score(m)
-                elif still.frames:
-                    d.score(still)
+                                        frame_index=[want[i] for i in keep])   # never empty: picks start at 0
+            score_media(m, detectors, still)
         except Exception:  # noqa: BLE001 - a head start only (see the docstring)
             return
         done = k
