@@ -25,6 +25,7 @@ this also makes optical flow nearly free on 720p video):
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -238,38 +239,67 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 class _Augment:
-    """Train-time changes that a clip survives with its label: sensor noise, blur, gamma,
-    contrast (the same for every frame of a clip), fades (a gain ramp over the clip); and, for real clips only, an object moving on
-    its own in front of the scene (a patch of another real frame on a straight path, occluding
-    what is behind it), since real footage has more than camera motion."""
+    """Train-time changes that a clip survives with its label.
+
+    Both classes: sensor noise, blur, gamma, contrast (the same for every frame of a clip),
+    fades (a gain ramp over the clip), and a lower frame rate (every other frame: the same
+    footage with twice the motion per pair; the corpus's virtual camera moves at most ~1.3 px
+    per 32-px frame, a pan or a passing car in real footage several times that).
+    Real clips only: objects moving on their own in front of the scene, as real footage has
+    more than camera motion: one or two patches of other real frames, of any size from a fifth
+    of the frame to larger than it (a car or a person close to the camera), on straight paths
+    at up to ~4 px per frame, occluding what is behind them; some out of focus against a sharp
+    scene, or sharp against a defocused one (a shallow depth of field); some changing in
+    brightness as they move (light and reflections on a moving surface)."""
 
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
         self.pool: list[np.ndarray] = []        # real frames to cut objects from
 
-    def _moving_object(self, frames: np.ndarray) -> np.ndarray:
+    def _moving_objects(self, frames: np.ndarray) -> np.ndarray:
         rng = self.rng
         T, h, w = frames.shape[:3]
-        donor = self.pool[int(rng.integers(len(self.pool)))]
-        s = int(rng.integers(max(4, h // 5), max(5, h // 2)))
-        y0, x0 = int(rng.integers(0, donor.shape[0] - s + 1)), int(rng.integers(0, donor.shape[1] - s + 1))
-        patch = donor[y0:y0 + s, x0:x0 + s]
-        py, px = rng.uniform(-s / 2, h - s / 2), rng.uniform(-s / 2, w - s / 2)
-        vy, vx = rng.uniform(-1.5, 1.5, 2)
-        out = frames.copy()
-        for t in range(T):
-            yy, xx = int(round(py + vy * t)), int(round(px + vx * t))
-            ys, xs = max(0, yy), max(0, xx)
-            ye, xe = min(h, yy + s), min(w, xx + s)
-            if ye > ys and xe > xs:
-                out[t, ys:ye, xs:xe] = patch[ys - yy:ye - yy, xs - xx:xe - xx]
-        return out
+        out = frames.astype(np.float32)
+        if rng.random() < 0.25:  # shallow depth of field: the scene behind the objects is soft
+            sigma = rng.uniform(0.6, 1.6)
+            out = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in out])
+        for _ in range(1 if rng.random() < 0.7 else 2):
+            donor = self.pool[int(rng.integers(len(self.pool)))].astype(np.float32)
+            size = math.exp(rng.uniform(math.log(max(4, h / 5)), math.log(1.25 * h)))
+            aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+            oh, ow = max(3, int(round(size / math.sqrt(aspect)))), max(3, int(round(size * math.sqrt(aspect))))
+            # cut from the donor (resized when the object is larger than it)
+            dh, dw = donor.shape[:2]
+            k = max(oh / dh, ow / dw, 1.0)
+            if k > 1:
+                donor = cv2.resize(donor, (int(math.ceil(dw * k)), int(math.ceil(dh * k))), interpolation=cv2.INTER_LINEAR)
+                dh, dw = donor.shape[:2]
+            y0, x0 = int(rng.integers(0, dh - oh + 1)), int(rng.integers(0, dw - ow + 1))
+            patch = donor[y0:y0 + oh, x0:x0 + ow]
+            if rng.random() < 0.25:  # out of focus in front of a sharp scene
+                patch = cv2.GaussianBlur(patch, (0, 0), rng.uniform(0.6, 1.6))
+            speed = math.exp(rng.uniform(math.log(0.3), math.log(4.0)))
+            ang = rng.uniform(0, 2 * math.pi)
+            vy, vx = speed * math.sin(ang), speed * math.cos(ang)
+            # start so that the object crosses the frame during the clip
+            py = rng.uniform(-oh / 2, h - oh / 2) - vy * T / 2
+            px = rng.uniform(-ow / 2, w - ow / 2) - vx * T / 2
+            gain = np.linspace(1.0, rng.uniform(0.85, 1.15), T) if rng.random() < 0.3 else np.ones(T)
+            for t in range(T):
+                yy, xx = int(round(py + vy * t)), int(round(px + vx * t))
+                ys, xs = max(0, yy), max(0, xx)
+                ye, xe = min(h, yy + oh), min(w, xx + ow)
+                if ye > ys and xe > xs:
+                    out[t, ys:ye, xs:xe] = patch[ys - yy:ye - yy, xs - xx:xe - xx] * gain[t]
+        return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
     def __call__(self, frames: np.ndarray, real: bool = False) -> np.ndarray:
         rng = self.rng
+        if len(frames) >= 6 and rng.random() < 0.3:
+            frames = frames[::2]
         if real:
             if self.pool and rng.random() < 0.5:
-                frames = self._moving_object(frames)
+                frames = self._moving_objects(frames)
             self.pool.append(frames[0])
             self.pool = self.pool[-64:]
         x = frames.astype(np.float32)
