@@ -135,6 +135,26 @@ def test_temporal_features_static_flicker_shuffled(cam_clip):
     assert s_shuf["warp_residual_gray_levels"] > s_real["warp_residual_gray_levels"]
 
 
+def test_train_augmentation_moves_objects_across_real_clips(cam_clip):
+    """Real clips get objects crossing the frame on their own (not with the camera); both
+    classes sometimes lose every other frame; shapes and dtype stay."""
+    aug = T._Augment(np.random.default_rng(0))
+    aug.pool = [np.full_like(cam_clip[0], (255, 0, 255))]     # a colour the clip does not have
+    moved = 0
+    for _ in range(20):
+        out = aug._moving_objects(cam_clip)
+        assert out.shape == cam_clip.shape and out.dtype == np.uint8
+        mask = (out[..., 0] > 200) & (out[..., 1] < 60) & (out[..., 2] > 200)     # (T, H, W)
+        seen = [t for t in range(len(out)) if mask[t].any()]
+        assert seen, "the object never entered the frame"
+        a, b = seen[0], seen[-1]
+        centre = [np.argwhere(mask[t]).mean(0) for t in (a, b)]
+        moved += bool(b > a and (np.abs(centre[1] - centre[0]).max() > 1 or mask[a].sum() != mask[b].sum()))
+    assert moved >= 15
+    lengths = {len(aug(cam_clip, real=bool(k % 2))) for k in range(40)}
+    assert lengths == {len(cam_clip), len(cam_clip[::2])}
+
+
 def test_plan_runs_spreads_pairs():
     idx = media.plan_runs(300, 32, 8, 4)
     assert len(idx) == 32 and idx[0] == 0 and idx[-1] == 299
