@@ -254,7 +254,7 @@ def cmd_detect(a) -> int:
 
 
 def _detect(a, pipe) -> int:
-    from forensics import detect, media
+    from forensics import detect, framepipe, media
     from forensics.errors import ForensicsError, UsageError
 
     if a.max_frames < 1:
@@ -262,27 +262,42 @@ def _detect(a, pipe) -> int:
     dets = detect.load_detectors(a.detectors)
     single = len(a.paths) == 1 and not Path(a.paths[0]).is_dir()
     scored = failed = 0
-    for f in media.expand_paths(a.paths):  # streamed: one line per file as it is scored
-        try:
-            r = detect.detect_file(f, dets, max_frames=a.max_frames, report_dir=a.report, prefetched=pipe)
-        except ForensicsError as exc:
-            if single:
-                raise
-            failed += 1
-            sys.stderr.write(f"forensics: {exc.one_line()}\n")
+    files = media.expand_paths(a.paths)  # streamed: one line per file as it is scored
+    f = next(files, None)
+    try:
+        while f is not None:
+            nxt = next(files, None)
+            # Several files: the next video decodes (ffmpeg, on the other core) while this file is
+            # scored, so a folder of clips costs about the larger of decoding and scoring per clip.
+            ahead = (framepipe.start_for([str(nxt)], a.max_frames)
+                     if nxt is not None and nxt.suffix.lower() in media.VIDEO_EXTS else None)
+            try:
+                r = detect.detect_file(f, dets, max_frames=a.max_frames, report_dir=a.report, prefetched=pipe)
+            except ForensicsError as exc:
+                if single:
+                    raise
+                failed += 1
+                sys.stderr.write(f"forensics: {exc.one_line()}\n")
+                if a.json:
+                    print(json.dumps({"path": str(f), "error": exc.one_line()}), flush=True)
+                continue
+            finally:
+                if pipe is not None:
+                    pipe.close()
+                pipe, f = ahead, nxt
+            scored += 1
             if a.json:
-                print(json.dumps({"path": str(f), "error": exc.one_line()}), flush=True)
-            continue
-        scored += 1
-        if a.json:
-            print(json.dumps(r), flush=True)
-        else:
-            p_txt = "n/a" if r["p_synthetic"] is None else f"{r['p_synthetic']:.3f}"
-            t_txt = "n/a" if r["threshold"] is None else f"{r['threshold']:.3f}"
-            print(f"{r['verdict']:>9}  p_synthetic={p_txt}  (threshold {t_txt})  {r['modality']}  {r['path']}",
-                  flush=True)
-            if (r.get("metadata") or {}).get("decisive"):
-                print(f"           {r['reason']}")
+                print(json.dumps(r), flush=True)
+            else:
+                p_txt = "n/a" if r["p_synthetic"] is None else f"{r['p_synthetic']:.3f}"
+                t_txt = "n/a" if r["threshold"] is None else f"{r['threshold']:.3f}"
+                print(f"{r['verdict']:>9}  p_synthetic={p_txt}  (threshold {t_txt})  {r['modality']}  {r['path']}",
+                      flush=True)
+                if (r.get("metadata") or {}).get("decisive"):
+                    print(f"           {r['reason']}")
+    finally:
+        if pipe is not None:
+            pipe.close()
     if single:
         return 0
     if scored + failed == 0:

@@ -12,6 +12,9 @@
    On the 10 s clip both run `--repeat` times (default 7), alternating, and medians are reported.
 3. In-process on the 10 s clip: loading the detectors, then `detect_file` (sampling + decoding,
    each detector's scoring), timed after the imports.
+   Batch (`--batch N`, default 10): `forensics detect DIR --json` on a folder of N copies of the
+   10 s clip, against ffmpeg decoding the N files one after the other; one process pays the
+   start-up once, as when a folder is scanned. Alternating, `--repeat` // 2 (at least 2) times.
 4. Per-frame budget check (`--budget-check`, on by default): per-frame detectors used to score 16
    frames of a 640x360 clip, then 4 frames with every patch of their grid (220), and now 4
    frames with an evenly spread subgrid of at most 64 patches each (detect.PER_FRAME_PATCHES,
@@ -145,6 +148,39 @@ def measure_length(clip: Path, repeat: int = 1) -> dict:
     }
 
 
+def batch(clip: Path, folder: Path, n: int, repeat: int) -> dict:
+    """`forensics detect DIR` on n copies of the clip against decoding them one after another."""
+    import shutil
+    import statistics
+
+    from forensics import media
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k in range(n):
+        files.append(folder / f"copy_{k:03d}.mp4")
+        shutil.copyfile(clip, files[-1])
+    ff = [media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin"]
+    decode_all = ["sh", "-c", 'for f in "$@"; do "$0" -hide_banner -loglevel error -nostdin -i "$f" -f null - || exit 1; done',
+                  ff[0], *map(str, files)]
+    decs, dets = [], []
+    for _ in range(max(2, repeat)):
+        decs.append(run_child(decode_all))
+        dets.append(run_child([sys.executable, str(ROOT / "cli.py"), "detect", str(folder), "--json"]))
+    lines = [json.loads(ln) for ln in dets[-1]["stdout"].splitlines() if ln.strip()]
+    summary = next((x["summary"] for x in lines if "summary" in x), None)
+    dec = statistics.median(r["wall_s"] for r in decs)
+    det = statistics.median(r["wall_s"] for r in dets)
+    for f in files:
+        f.unlink(missing_ok=True)
+    return {"files": n, "runs": len(dets), "ffmpeg_decode_all_wall_s": round(dec, 3),
+            "detect_dir_wall_s": round(det, 3), "detect_dir_cpu_s": round(statistics.median(r["cpu_s"] for r in dets), 3),
+            "detect_dir_peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in dets), 1),
+            "per_file_s": round(det / n, 3), "ratio_to_decode_wall": round(det / dec, 2) if dec else None,
+            "ratio_to_decode_wall_per_run": round(statistics.median(b["wall_s"] / a["wall_s"] for a, b in zip(decs, dets)), 2),
+            "summary": summary, "exit": max(r["exit"] for r in dets)}
+
+
 def in_process(clip: Path) -> dict:
     """Timings after the imports: what the library costs on top of start-up."""
     t = time.time()
@@ -251,6 +287,7 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--lengths", default="10,60,600", help="clip lengths in seconds, multiples of --seconds")
     ap.add_argument("--repeat", type=int, default=7, help="runs of each timing on the first (shortest) clip; medians")
+    ap.add_argument("--batch", type=int, default=10, help="copies of the 10 s clip for the folder timing (0: skip)")
     ap.add_argument("--no-budget-check", action="store_true")
     ap.add_argument("--keep", help="keep the clips in this folder")
     a = ap.parse_args()
@@ -278,6 +315,7 @@ def main() -> None:
             clip.unlink(missing_ok=True)
     start = run_child(startup_cmd)
     proc = in_process(base)
+    folder = batch(base, tmp / "batch", a.batch, a.repeat // 2) if a.batch > 0 else None
     out = {
         "clip": {"width": info.width, "height": info.height, "fps": info.fps, "duration_s": info.duration,
                  "frames": info.frames, "codec": info.codec, "bytes": base.stat().st_size,
@@ -288,6 +326,7 @@ def main() -> None:
         "startup_floor_without_bytecode_cache": {k: cold[k] for k in ("wall_s", "cpu_s")},
         "bytecode": "children use a .pyc cache (PYTHONPYCACHEPREFIX), as an installed package does",
         "in_process_10s": proc,
+        **({"batch_10s_clips": folder} if folder else {}),
         "in_process_ratio_to_decode_wall": round(proc["detect_file_s"] / lengths[next(iter(lengths))]
                                                  ["ffmpeg_decode"]["wall_s"], 2) if lengths else None,
         "memory_flat_under_1_5_gb": all(v["detect_cli"]["peak_rss_mb"] < 1536 for v in lengths.values()),

@@ -276,6 +276,40 @@ def test_cli_starts_the_pipe_before_parsing_and_checks_it_after(tmp_path, monkey
     assert json.loads(capsys.readouterr().out)["frames_scored"] <= 8
 
 
+def test_batch_decodes_the_next_clip_while_scoring_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    """A folder: each next video is handed to a pipe before the current file is scored; every
+    pipe is used for its own file, closed, and its scratch file deleted; a bad file in between
+    is reported and the batch goes on; the results equal one-file runs."""
+    import cli
+    from forensics import framepipe
+
+    clips = [media.write_mp4(tmp_path / f"c{k}.mp4", _textured_clip(24, 48, 32, seed=k), fps=8, preset="ultrafast")
+             for k in range(3)]
+    (tmp_path / "b.mp4").write_bytes(b"not a video")                          # sorted first
+    (tmp_path / "c1x.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 40)   # a broken MP4 between clips
+    pipes = []
+    real_start = framepipe.FramePipe.start
+    monkeypatch.setattr(framepipe.FramePipe, "start",
+                        classmethod(lambda cls, p, n=32, **kw: pipes.append(real_start(p, n, **kw)) or pipes[-1]))
+    assert cli.main(["detect", str(tmp_path), "--json"]) == 2
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[-1] == {"summary": {"files": 5, "scored": 3, "failed": 2}}
+    by_path = {x["path"]: x for x in lines[:-1]}
+    assert "error" in by_path[str(tmp_path / "b.mp4")] and "error" in by_path[str(tmp_path / "c1x.mp4")]
+    # every video after the first was started ahead (b.mp4 comes first: nothing started it)
+    assert sorted(p.path for p in pipes) == sorted(str(tmp_path / n) for n in ("c0.mp4", "c1.mp4", "c1x.mp4", "c2.mp4"))
+    assert all(p._closed for p in pipes)
+    for p in pipes:
+        p._thread.join()
+    assert not list(Path("/dev/shm").glob(f"forensics-frames-{os.getpid()}-*"))
+    monkeypatch.undo()
+    for c in clips:
+        assert cli.main(["detect", str(c), "--json"]) == 0
+        one = json.loads(capsys.readouterr().out)
+        batch = by_path[str(c)]
+        assert {k: v for k, v in one.items() if k != "seconds"} == {k: v for k, v in batch.items() if k != "seconds"}
+
+
 def test_prefetch_declines_what_it_cannot_match(tmp_path, long_clip, monkeypatch):
     from forensics import framepipe, mediainfo
 
