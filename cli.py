@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--detectors", help="comma list (default: every installed detector)")
     p.add_argument("--max-frames", type=int, default=32, help="frames sampled per video (default 32)")
+    p.add_argument("--stride", type=int, metavar="N",
+                   help="frames between consecutive sampled frames of a video (default: about fps/8, the "
+                        "~1/8 s spacing the temporal detector was trained on)")
     p.add_argument("--report", metavar="DIR", help="write JSON and heatmap PNGs here")
 
     p = sub.add_parser("generate", parents=[common], help="write labeled synthetic media from the bank",
@@ -241,11 +244,11 @@ def cmd_detect(a) -> int:
     # it already, before building the parser. A pipe for another request is closed unused.
     global _EARLY_PIPE
     pipe, _EARLY_PIPE = _EARLY_PIPE, None
-    if pipe is not None and not pipe.serves(a.paths, a.max_frames):
+    if pipe is not None and not pipe.serves(a.paths, a.max_frames, a.stride):
         pipe.close()
         pipe = None
     if pipe is None:
-        pipe = framepipe.start_for(a.paths, a.max_frames)
+        pipe = framepipe.start_for(a.paths, a.max_frames, a.stride)
     try:
         return _detect(a, pipe)
     finally:
@@ -259,6 +262,8 @@ def _detect(a, pipe) -> int:
 
     if a.max_frames < 1:
         raise UsageError(f"--max-frames must be ≥ 1; got {a.max_frames}")
+    if a.stride is not None and a.stride < 1:
+        raise UsageError(f"--stride must be ≥ 1; got {a.stride}")
     dets = detect.load_detectors(a.detectors)
     single = len(a.paths) == 1 and not Path(a.paths[0]).is_dir()
     scored = failed = 0
@@ -269,10 +274,11 @@ def _detect(a, pipe) -> int:
             nxt = next(files, None)
             # Several files: the next video decodes (ffmpeg, on the other core) while this file is
             # scored, so a folder of clips costs about the larger of decoding and scoring per clip.
-            ahead = (framepipe.start_for([str(nxt)], a.max_frames)
+            ahead = (framepipe.start_for([str(nxt)], a.max_frames, a.stride)
                      if nxt is not None and nxt.suffix.lower() in media.VIDEO_EXTS else None)
             try:
-                r = detect.detect_file(f, dets, max_frames=a.max_frames, report_dir=a.report, prefetched=pipe)
+                r = detect.detect_file(f, dets, max_frames=a.max_frames, report_dir=a.report, prefetched=pipe,
+                                       stride=a.stride)
             except ForensicsError as exc:
                 if single:
                     raise
@@ -613,29 +619,33 @@ def _start_pipe_early(argv: list[str]) -> None:
     global _EARLY_PIPE
     if not argv or argv[0] != "detect":
         return
-    paths, max_frames, rest = [], "32", iter(argv[1:])   # 32: --max-frames' default below
+    paths, max_frames, stride, rest = [], "32", None, iter(argv[1:])   # 32: --max-frames' default below
     for arg in rest:
         if arg in ("--json", "--quiet"):
             continue
-        if arg in ("--device", "--detectors", "--report", "--max-frames"):
+        if arg in ("--device", "--detectors", "--report", "--max-frames", "--stride"):
             val = next(rest, None)
             if val is None:
                 return
             if arg == "--max-frames":
                 max_frames = val
+            elif arg == "--stride":
+                stride = val
         elif arg.startswith("--max-frames="):
             max_frames = arg.split("=", 1)[1]
+        elif arg.startswith("--stride="):
+            stride = arg.split("=", 1)[1]
         elif arg.startswith(("--device=", "--detectors=", "--report=")):
             continue
         elif arg.startswith("-"):
             return                                         # help, a typo, or `--`: leave it to argparse
         else:
             paths.append(arg)
-    if not max_frames.isdigit():
+    if not max_frames.isdigit() or (stride is not None and not stride.isdigit()):
         return
     from forensics import framepipe
 
-    _EARLY_PIPE = framepipe.start_for(paths, int(max_frames))
+    _EARLY_PIPE = framepipe.start_for(paths, int(max_frames), None if stride is None else int(stride))
 
 
 def run() -> None:

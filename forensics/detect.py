@@ -60,12 +60,14 @@ def load_detectors(spec: str | None = None) -> dict[str, dbase.Detector]:
     return dets
 
 
-def load_media(path: str | Path, max_frames: int = DEFAULT_MAX_FRAMES, prefetched=None) -> dbase.Media:
-    """`prefetched`: a `framepipe.FramePipe` started on (path, max_frames), or None."""
+def load_media(path: str | Path, max_frames: int = DEFAULT_MAX_FRAMES, prefetched=None,
+               stride: int | None = None) -> dbase.Media:
+    """`prefetched`: a `framepipe.FramePipe` started on (path, max_frames, stride), or None.
+    `stride`: frames between consecutive sampled frames of a video's runs (None: ~1/8 s)."""
     if media.sniff(path) == "video":
         # Runs of frames ~1/8 s apart at spread-out positions: per-frame detectors see frames
         # from the whole clip, the temporal detector sees consecutive pairs.
-        frames, index, gap, info = media.read_frame_runs(path, max_frames, prefetched=prefetched)
+        frames, index, gap, info = media.read_frame_runs(path, max_frames, prefetched=prefetched, stride=stride)
         h, w = frames[0].shape[:2]
         if min(h, w) < MIN_SIDE:
             raise MediaError(f"video is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed for analysis", path)
@@ -154,7 +156,8 @@ def per_frame_subset(m: dbase.Media) -> dbase.Media:
                                frame_index=[m.frame_index[i] for i in picks] if m.frame_index else None)
 
 
-def _score_while_decoding(path, max_frames: int, pipe, detectors: dict[str, dbase.Detector]) -> None:
+def _score_while_decoding(path, max_frames: int, pipe, detectors: dict[str, dbase.Detector],
+                          stride: int | None = None) -> None:
     """While the frame pipe's ffmpeg still decodes, score the runs it has written (inside
     `dbase.frame_memo()`, so the final pass reuses this work): on a 10 s 640x360 clip the
     detectors are loaded ~50 ms before the last run is decoded. Only whole runs are scored, so
@@ -162,7 +165,7 @@ def _score_while_decoding(path, max_frames: int, pipe, detectors: dict[str, dbas
     here ends it, and the final pass redoes (and reports) everything it did not finish."""
     done = 0  # frames (whole runs) scored
     while True:
-        got = pipe.available(path, max_frames)
+        got = pipe.available(path, max_frames, stride=stride)
         if got is None:
             return
         raw, want, gap = got
@@ -206,12 +209,12 @@ def score_media(m: dbase.Media, detectors: dict[str, dbase.Detector], still: dba
 
 def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
                 max_frames: int = DEFAULT_MAX_FRAMES, report_dir: str | Path | None = None,
-                prefetched=None) -> dict:
+                prefetched=None, stride: int | None = None) -> dict:
     t0 = time.time()
     with dbase.frame_memo():
         if prefetched is not None:
-            _score_while_decoding(path, max_frames, prefetched, detectors)
-        m = load_media(path, max_frames, prefetched)
+            _score_while_decoding(path, max_frames, prefetched, detectors, stride)
+        m = load_media(path, max_frames, prefetched, stride)
         still = per_frame_subset(m)
         evidence = score_media(m, detectors, still)
     if not evidence and detectors:

@@ -102,9 +102,10 @@ class FramePipe:
     """Frames of one `read_frame_runs` request, decoded in the background (see the module doc)."""
 
     def __init__(self, path, max_frames: int = 32, *, run_length: int = 8, target_fps: float = 8.0,
-                 max_pixels: int = mi.MAX_PIXELS, max_duration: float = mi.MAX_DURATION_S):
+                 max_pixels: int = mi.MAX_PIXELS, max_duration: float = mi.MAX_DURATION_S,
+                 stride: int | None = None):
         self.path = str(path)
-        self.request = (max_frames, run_length, target_fps, max_pixels, max_duration)
+        self.request = (max_frames, run_length, target_fps, max_pixels, max_duration, stride)
         self.info: mi.VideoInfo | None = None     # the probe, when it succeeded
         self.frames: list[memoryview] | None = None
         self.want: list[int] = []
@@ -134,7 +135,7 @@ class FramePipe:
             self.declined = f"{type(exc).__name__}: {exc}"
 
     def _decode(self) -> None:
-        max_frames, run_length, target_fps, max_pixels, max_duration = self.request
+        max_frames, run_length, target_fps, max_pixels, max_duration, stride = self.request
         p = mi._check_file(self.path)
         if mi.sniff(p) != "video":
             self.declined = "not a video"
@@ -147,7 +148,7 @@ class FramePipe:
             info, text = mi.probe_video_text(p)
         mi.check_video_limits(info, max_pixels, max_duration)
         self.info = info
-        gap = mi.pair_gap(info.fps, target_fps)
+        gap = stride or mi.pair_gap(info.fps, target_fps)
         want = mi.plan_runs(info.frames, max_frames, run_length, gap)
         why = ("seeks" if any(b - a > mi.SEEK_MIN_GAP for a, b in zip([0] + want, want)) else None)
         why = why or (_unsupported(text, info) if text is not None else None)
@@ -235,17 +236,16 @@ class FramePipe:
             return self._map_new(), self._plan[0], self._plan[1]
 
     def _same(self, path, max_frames: int = 32, *, run_length: int = 8, target_fps: float = 8.0,
-              max_pixels: int = mi.MAX_PIXELS, max_duration: float = mi.MAX_DURATION_S) -> bool:
+              max_pixels: int = mi.MAX_PIXELS, max_duration: float = mi.MAX_DURATION_S,
+              stride: int | None = None) -> bool:
         return (os.path.abspath(self.path) == os.path.abspath(str(path))
-                and self.request == (max_frames, run_length, target_fps, max_pixels, max_duration))
+                and self.request == (max_frames, run_length, target_fps, max_pixels, max_duration, stride))
 
-    def result(self, path, max_frames: int = 32, *, run_length: int = 8, target_fps: float = 8.0,
-               max_pixels: int = mi.MAX_PIXELS, max_duration: float = mi.MAX_DURATION_S):
+    def result(self, path, max_frames: int = 32, **kw):
         """(raw RGB frames, frame numbers, gap, VideoInfo) when this pipe decoded exactly this
-        request; (None, None, None, VideoInfo or None) otherwise, with the probe when it
-        succeeded for this request (the plain path may reuse it)."""
-        if not self._same(path, max_frames, run_length=run_length, target_fps=target_fps,
-                          max_pixels=max_pixels, max_duration=max_duration):
+        request (`read_frame_runs`' arguments); (None, None, None, VideoInfo or None) otherwise,
+        with the probe when it succeeded for this request (the plain path may reuse it)."""
+        if not self._same(path, max_frames, **kw):
             self.close()
             return None, None, None, None
         self._thread.join(DECODE_TIMEOUT_S)
@@ -258,9 +258,9 @@ class FramePipe:
         frames, self.frames = self.frames, None       # handed over once
         return frames, self.want, self.gap, self.info
 
-    def serves(self, paths: list[str], max_frames: int) -> bool:
-        """Whether this pipe is what `start_for(paths, max_frames)` would start."""
-        return len(paths) == 1 and self._same(paths[0], max_frames)
+    def serves(self, paths: list[str], max_frames: int, stride: int | None = None) -> bool:
+        """Whether this pipe is what `start_for(paths, max_frames, stride)` would start."""
+        return len(paths) == 1 and self._same(paths[0], max_frames, stride=stride)
 
     def close(self) -> None:
         """Stop ffmpeg if it still runs and delete its scratch file (frames already mapped stay)."""
@@ -274,9 +274,9 @@ class FramePipe:
                 _unlink(self._out)
 
 
-def start_for(paths: list[str], max_frames: int) -> FramePipe | None:
+def start_for(paths: list[str], max_frames: int, stride: int | None = None) -> FramePipe | None:
     """A pipe for `forensics detect PATH` on one video file; None for anything else."""
-    if len(paths) != 1 or max_frames < 1:
+    if len(paths) != 1 or max_frames < 1 or (stride is not None and stride < 1):
         return None
     p = Path(paths[0])
     try:
@@ -284,4 +284,4 @@ def start_for(paths: list[str], max_frames: int) -> FramePipe | None:
             return None
     except OSError:
         return None
-    return FramePipe.start(p, max_frames)
+    return FramePipe.start(p, max_frames, stride=stride)

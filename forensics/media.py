@@ -304,12 +304,12 @@ def frames_of(path, *, max_frames: int | None = None) -> tuple[str, Iterator[np.
 
 def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length: int = 8,
                     target_fps: float = 8.0, max_pixels: int = MAX_PIXELS,
-                    max_duration: float = MAX_DURATION_S, prefetched=None,
+                    max_duration: float = MAX_DURATION_S, prefetched=None, stride: int | None = None,
                     ) -> tuple[list[np.ndarray], list[int], int, VideoInfo]:
     """Decode runs of frames (see `plan_runs`) from a video: (frames, frame numbers, gap, info).
 
     Consecutive frames of a run are `gap` = round(fps / target_fps) frames apart, so pairs are
-    about 1/target_fps seconds apart whatever the frame rate. Frames between wanted ones are only
+    about 1/target_fps seconds apart whatever the frame rate; `stride` sets the gap instead. Frames between wanted ones are only
     grabbed (decoded, not converted), and decoding stops after the last wanted frame. Where the
     next wanted frame is over SEEK_MIN_GAP frames ahead, the decoder seeks (to the keyframe
     before it, then decodes forward) instead of decoding everything in between, so the cost of a
@@ -324,7 +324,7 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
     info = None
     if prefetched is not None:
         raw, want, gap, info = prefetched.result(path, max_frames, run_length=run_length, target_fps=target_fps,
-                                                 max_pixels=max_pixels, max_duration=max_duration)
+                                                 max_pixels=max_pixels, max_duration=max_duration, stride=stride)
         if raw is not None:
             shape = (info.height, info.width, 3)
             return [np.frombuffer(b, np.uint8).reshape(shape) for b in raw], want, gap, info
@@ -334,7 +334,7 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
     if info is None:
         info = video_info(p)
     check_video_limits(info, max_pixels, max_duration)
-    gap = pair_gap(info.fps, target_fps)
+    gap = stride or pair_gap(info.fps, target_fps)
     want = plan_runs(info.frames, max_frames, run_length, gap)
     frames, index, reached, eof, seeked = _decode_frames(p, want, info.fps, seek=True)
     if seeked is None:  # a seek landed on the wrong frame: decode the plain way

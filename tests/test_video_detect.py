@@ -201,6 +201,34 @@ def test_prefetched_frames_equal_plain_decoding(tmp_path):
         assert abs(fast["p_synthetic"] - slow["p_synthetic"]) <= 2e-3
 
 
+def test_stride_sets_the_spacing_of_sampled_frames_on_both_decode_paths(tmp_path, capsys):
+    """`--stride N`: frames of a run N apart (default ~1/8 s: 4 at 30 fps), the same through the
+    prefetch pipe (started early by the CLI for exactly this request) and OpenCV; the temporal
+    evidence says when its pairs are far from the ~1/8 s it was trained on."""
+    import cli
+    from forensics import framepipe
+
+    clip = media.write_mp4(tmp_path / "c.mp4", _textured_clip(120, 96, 64), fps=30, crf=20, preset="ultrafast")
+    for stride in (1, 7):
+        pipe = framepipe.FramePipe.start(clip, 16, stride=stride)
+        frames, index, gap, _ = media.read_frame_runs(clip, 16, prefetched=pipe, stride=stride)
+        assert pipe.declined is None and gap == stride and len(frames) == 16
+        assert media.read_frame_runs(clip, 16, stride=stride)[1] == index
+        assert all(b - a == stride for a, b in zip(index[:8], index[1:8]))          # the first run
+    cli._start_pipe_early(["detect", str(clip), "--stride", "7", "--json"])
+    early, cli._EARLY_PIPE = cli._EARLY_PIPE, None
+    assert early.serves([str(clip)], 32, 7) and not early.serves([str(clip)], 32)
+    early.close()
+    assert cli.main(["detect", str(clip), "--stride=1", "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["detectors"]["temporal"]
+    assert all(b - a == 1 for a, b in t["pairs"]) and any("0.033 s apart" in n for n in t["notes"])
+    assert cli.main(["detect", str(clip), "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["detectors"]["temporal"]
+    assert all(b - a == 4 for a, b in t["pairs"]) and not any("s apart" in n for n in t["notes"])
+    assert cli.main(["detect", str(clip), "--stride", "0"]) == 2
+    assert "--stride must be" in capsys.readouterr().err
+
+
 def test_scoring_while_decoding_reuses_its_work_and_changes_nothing(tmp_path, monkeypatch):
     """detect_file scores the runs a pipe has written while it decodes the rest; the final pass
     reuses that work (frame_memo) and the result is the one of scoring everything at the end."""
@@ -220,7 +248,7 @@ def test_scoring_while_decoding_reuses_its_work_and_changes_nothing(tmp_path, mo
         def __init__(self):
             self.info, self.calls = info, 0
 
-        def available(self, path, max_frames):
+        def available(self, path, max_frames, **kw):
             self.calls += 1
             n = 8 * self.calls
             return None if n > len(views) else (views[:n], want, gap)

@@ -381,7 +381,7 @@ class TemporalDetector(Detector):
             raise CheckpointError("the temporal detector is not fitted")
         index = getattr(media, "frame_index", None)
         gap = getattr(media, "pair_gap", None) or (1 if index is not None else _gap_of(media.fps))
-        frames = media.frames
+        frames, apart = media.frames, gap       # apart: frames of the video between a pair's two
         if index is None and gap > 1:  # frames given as a plain consecutive list: take every gap-th
             frames, gap = frames[::gap], 1
         z, zp, pairs, summary = self.clip_logit(frames, index, gap)
@@ -391,7 +391,13 @@ class TemporalDetector(Detector):
         h, w = frames[0].shape[:2]
         if min(h, w) > WORK:
             notes.append(f"frames downscaled from {w}x{h} to a {WORK}-px short side for optical flow")
-        notes.append(f"{len(zp)} frame pairs {gap} frame(s) apart; per_frame holds one probability per pair")
+        notes.append(f"{len(zp)} frame pairs {apart} frame(s) apart; per_frame holds one probability per pair")
+        seconds = apart / media.fps if media.fps else None
+        if seconds is not None and not 0.5 / TARGET_FPS <= seconds <= 2 / TARGET_FPS:
+            # e.g. `detect --stride 1` on 30 fps video, or a 2 fps clip: motion per pair differs
+            # from training by more than 2x, and so may the calibration
+            notes.append(f"pairs are {seconds:.3f} s apart; the detector was trained on pairs ~{1 / TARGET_FPS:.3f} s "
+                         "apart, so its calibration may not hold")
         return TemporalEvidence(self.name, float(self._calibrate(z)), z,
                                 per_frame=[float(p) for p in self._calibrate(zp)], notes=notes,
                                 pairs=pairs, measures=summary)
