@@ -266,7 +266,9 @@ def test_scoring_while_decoding_reuses_its_work_and_changes_nothing(tmp_path, mo
     assert runs == [8, 8, 8, 8] and len(frames) == 4 and sum(frames) == n     # each scored once, in 4 steps
     runs.clear()
     frames.clear()
-    at_end = detect.detect_file(clip, dets, prefetched=framepipe.FramePipe.start(clip, 32))
+    finished = framepipe.FramePipe.start(clip, 32)
+    finished._thread.join()      # decoded before detect_file looks: no head start, all at the end
+    at_end = detect.detect_file(clip, dets, prefetched=finished)
     assert runs == [8, 8, 8, 8] and frames == [n]
     staged.pop("seconds"), at_end.pop("seconds")
     assert staged == at_end
