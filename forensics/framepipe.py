@@ -148,7 +148,7 @@ class FramePipe:
             info, text = mi.probe_video_text(p)
         mi.check_video_limits(info, max_pixels, max_duration)
         self.info = info
-        gap = stride or mi.pair_gap(info.fps, target_fps)
+        gap = mi.pair_gap(info.fps, target_fps, stride)
         want = mi.plan_runs(info.frames, max_frames, run_length, gap)
         why = ("seeks" if any(b - a > mi.SEEK_MIN_GAP for a, b in zip([0] + want, want)) else None)
         why = why or (_unsupported(text, info) if text is not None else None)

@@ -334,7 +334,7 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
     if info is None:
         info = video_info(p)
     check_video_limits(info, max_pixels, max_duration)
-    gap = stride or pair_gap(info.fps, target_fps)
+    gap = pair_gap(info.fps, target_fps, stride)
     want = plan_runs(info.frames, max_frames, run_length, gap)
     frames, index, reached, eof, seeked = _decode_frames(p, want, info.fps, seek=True)
     if seeked is None:  # a seek landed on the wrong frame: decode the plain way

@@ -301,8 +301,11 @@ def check_video_limits(info: VideoInfo, max_pixels: int = MAX_PIXELS, max_durati
         raise MediaError(f"video declares {info.frames} frames, over the {MAX_FRAMES} limit", info.path)
 
 
-def pair_gap(fps: float, target_fps: float) -> int:
-    """Frames between the two frames of a pair, so that pairs are ~1/target_fps s apart."""
+def pair_gap(fps: float, target_fps: float, stride: int | None = None) -> int:
+    """Frames between the two frames of a pair: `stride` when given (`detect --stride`), else
+    so that pairs are ~1/target_fps s apart."""
+    if stride:
+        return stride
     return max(1, int(round(fps / target_fps))) if fps and fps > 0 else 1
 
 
