@@ -170,7 +170,9 @@ class VideoReader:
     """A stream of RGB uint8 frames with metadata; opens lazily and checks limits first.
 
     `stride` keeps every k-th frame; `max_frames` stops after that many kept frames.
-    A file that yields far fewer frames than its container declares is reported as truncated.
+    A file that yields far fewer frames than its container declares is reported as truncated,
+    unless its last frame is near the end of its duration (an AVI's dropped frames decode to
+    nothing: such a file has fewer frames, not a missing end).
     """
 
     def __init__(self, path, *, max_frames: int | None = None, stride: int = 1,
@@ -195,12 +197,14 @@ class VideoReader:
             raise MediaError("OpenCV cannot open this video", self.path)
         kept = 0
         self.decoded = 0
+        last_ms = None
         try:
             while True:
                 ok, bgr = cap.read()
                 if not ok or bgr is None:
                     break
                 self.decoded += 1
+                last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
                 if (self.decoded - 1) % self.stride:
                     continue
                 yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -212,7 +216,7 @@ class VideoReader:
         if self.decoded == 0:
             raise MediaError("no frame could be decoded (truncated or corrupt video)", self.path)
         declared = self.info.frames
-        if declared > 4 and self.decoded < 0.8 * declared - 2:
+        if declared > 4 and self.decoded < 0.8 * declared - 2 and not _spans_duration(last_ms, self.info):
             raise MediaError(
                 f"truncated video: the container declares ~{declared} frames but only "
                 f"{self.decoded} decode",
@@ -336,16 +340,26 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
     check_video_limits(info, max_pixels, max_duration)
     gap = pair_gap(info.fps, target_fps, stride)
     want = plan_runs(info.frames, max_frames, run_length, gap)
-    frames, index, reached, eof, seeked = _decode_frames(p, want, info.fps, seek=True)
+    frames, index, reached, eof, seeked, last_ms = _decode_frames(p, want, info.fps, seek=True)
     if seeked is None:  # a seek landed on the wrong frame: decode the plain way
-        frames, index, reached, eof, seeked = _decode_frames(p, want, info.fps, seek=False)
+        frames, index, reached, eof, seeked, last_ms = _decode_frames(p, want, info.fps, seek=False)
     if reached == 0:
         raise MediaError("no frame could be decoded (truncated or corrupt video)", p)
     declared = info.frames
     short = eof and declared > 4 and reached < 0.8 * declared - 2
     if short and seeked:  # frames were skipped, not decoded: count how many really decode
-        reached = _count_frames(p)
+        reached, last_ms = _count_frames(p)
         short = reached < 0.8 * declared - 2
+    if short and _spans_duration(last_ms, info):
+        # Not cut short: the container indexes frames that hold nothing (an AVI's dropped
+        # frames, which players show as repeats). Plan on the frames that decode, at their own
+        # rate, so runs still cover the clip and pairs are as far apart in time as they are.
+        fps = reached / info.duration
+        info = info._replace(frames=reached, fps=fps)
+        gap = pair_gap(fps, target_fps, stride)
+        want = plan_runs(reached, max_frames, run_length, gap)
+        frames, index, reached, eof, _, last_ms = _decode_frames(p, want, fps, seek=False)
+        short = False
     if short:
         raise MediaError(f"truncated video: the container declares ~{declared} frames but only "
                          f"{reached} decode", p)
@@ -354,14 +368,21 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
     return frames, index, gap, info
 
 
+def _spans_duration(last_ms: float | None, info: VideoInfo) -> bool:
+    """Whether the last frame that decoded is near the end of the container's duration (then a
+    frame count short of the declared one is not a truncation)."""
+    return bool(last_ms and info.duration > 0 and last_ms / 1000.0 >= 0.8 * info.duration - 1.0 / max(info.fps, 1.0))
+
+
 def _decode_frames(p: Path, want: list[int], fps: float, *, seek: bool):
     """(frames, frame numbers, 1 + last frame number reached, hit the end, seeked: True/False,
-    or None when a seek proved inexact)."""
+    or None when a seek proved inexact, timestamp in ms of the last frame grabbed or None)."""
     cap = cv2.VideoCapture(str(p))
     if not cap.isOpened():
         raise MediaError("OpenCV cannot open this video", p)
     frames: list[np.ndarray] = []
     index: list[int] = []
+    last_ms = None
     pos = reached = 0          # pos: the frame number the next grab returns
     eof = seeked = False
     t0 = None                  # (frame number, ms) of the first frame read: the time base
@@ -379,34 +400,37 @@ def _decode_frames(p: Path, want: list[int], fps: float, *, seek: bool):
                     break
                 pos += 1
                 reached = pos
+                last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
             if eof:
                 break
             ok, bgr = cap.read()
             if not ok or bgr is None:
                 eof = True
                 break
-            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            ms = last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
             if t0 is None:
                 t0 = (f, ms)
             elif jumped and abs(ms - (t0[1] + (f - t0[0]) * 1000.0 / fps)) > 500.0 / fps:
-                return frames, index, reached, eof, None
+                return frames, index, reached, eof, None, last_ms
             frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             index.append(f)
             pos = reached = f + 1
     finally:
         cap.release()
-    return frames, index, reached, eof, seeked
+    return frames, index, reached, eof, seeked, last_ms
 
 
-def _count_frames(p: Path) -> int:
+def _count_frames(p: Path) -> tuple[int, float | None]:
+    """(frames that decode, timestamp in ms of the last one)."""
     cap = cv2.VideoCapture(str(p))
-    n = 0
+    n, last_ms = 0, None
     try:
         while cap.grab():
             n += 1
+            last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
     finally:
         cap.release()
-    return n
+    return n, last_ms
 
 
 def read_frame_runs_from_start(p: Path, max_frames: int, gap: int, info: VideoInfo):

@@ -112,8 +112,8 @@ def test_seeking_reads_the_same_frames_as_decoding(long_clip, monkeypatch):
     monkeypatch.setattr(media, "SEEK_MIN_GAP", 40)
     frames, index, gap, info = media.read_frame_runs(long_clip)
     assert gap == 4 and len(frames) == 32 and index[-1] == 599
-    plain, index2, _, eof, seeked = media._decode_frames(Path(long_clip), index, info.fps, seek=False)
-    _, _, _, _, did_seek = media._decode_frames(Path(long_clip), index, info.fps, seek=True)
+    plain, index2, _, eof, seeked, _ = media._decode_frames(Path(long_clip), index, info.fps, seek=False)
+    _, _, _, _, did_seek, _ = media._decode_frames(Path(long_clip), index, info.fps, seek=True)
     assert did_seek is True and seeked is False and index2 == index
     assert all(np.array_equal(a, b) for a, b in zip(frames, plain))
 
@@ -135,7 +135,7 @@ def test_a_seek_to_the_wrong_frame_falls_back_to_decoding(long_clip, monkeypatch
     monkeypatch.setattr(media.cv2, "VideoCapture", OffByFive)
     frames, index, _, info = media.read_frame_runs(long_clip)
     monkeypatch.setattr(media.cv2, "VideoCapture", real_capture)
-    plain, _, _, _, _ = media._decode_frames(Path(long_clip), index, info.fps, seek=False)
+    plain, _, _, _, _, _ = media._decode_frames(Path(long_clip), index, info.fps, seek=False)
     assert all(np.array_equal(a, b) for a, b in zip(frames, plain))
 
 
@@ -146,6 +146,46 @@ def test_truncated_long_video_is_refused_with_seeking(long_clip, tmp_path, monke
     cut.write_bytes(data[: len(data) // 2])  # faststart: the index still declares 600 frames
     with pytest.raises(MediaError, match="truncated"):
         media.read_frame_runs(cut)
+
+
+def test_avi_with_dropped_frames_is_read_at_its_own_rate_not_called_truncated(tmp_path, capsys):
+    # An AVI whose index holds empty chunks (dropped frames, as webcams and DVRs write them):
+    # 85 frames declared at 15 fps, 15 decode, the last one near the end of the clip.
+    avi = tmp_path / "dropped.avi"
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=15",
+                    "-t", "6", "-vf", "select='not(mod(n,6))'", "-fps_mode", "passthrough", "-c:v", "mpeg4",
+                    "-q:v", "5", str(avi)], check=True, timeout=60)
+    declared = media.video_info(avi)
+    assert declared.frames > 60
+    frames, index, gap, info = media.read_frame_runs(avi)
+    assert info.frames == 15 and len(frames) == 15 and index == list(range(15)) and gap == 1
+    assert info.fps == pytest.approx(15 / declared.duration)
+    assert len(list(media.VideoReader(avi))) == 15
+    from cli import main
+
+    assert main(["detect", str(avi), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert any("s apart" in n and "calibration" in n for n in out["detectors"]["temporal"]["notes"])
+    # The same file cut short is still a truncation: its last frame is far from the declared end.
+    cut = tmp_path / "cut.avi"
+    data = avi.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError, match="truncated"):
+        media.read_frame_runs(cut)
+
+
+def test_variable_frame_rate_video_is_analysed_not_called_truncated(tmp_path):
+    # A phone-like VFR clip: 60 fps and 15 fps seconds in turn. Matroska states the peak rate,
+    # so frames = duration x 60 over-counts by half; the file is whole and must be analysed.
+    vfr = tmp_path / "vfr.mkv"
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=60",
+                    "-t", "4", "-vf", "select='lt(mod(t,2),1)+not(mod(n,4))'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(vfr)], check=True, timeout=60)
+    declared = media.video_info(vfr)
+    frames, index, gap, info = media.read_frame_runs(vfr)
+    assert declared.frames > 1.4 * info.frames and info.frames == 150
+    assert len(frames) == 32 and index[-1] == 149 and gap == round(info.fps / 8)
+    assert len(list(media.VideoReader(vfr))) == 150
 
 
 # -- the per-frame budget --------------------------------------------------------------------
