@@ -251,8 +251,8 @@ def budget_check(tmp: Path, w: int, h: int, fps: int, seconds: float = 3.0, n_sy
             if name == "full_grid":
                 still = dataclasses.replace(still, max_patches=None)
             ev = detect.score_media(m, dets, still)
-            pf, thr, _ = detect.fuse(ev, dets, m.modality)
-            rows[name] = {"p": pf, "verdict": detect.verdict(pf, thr), "frames": len(still.frames),
+            pf, thr, fi = detect.fuse(ev, dets, m.modality)
+            rows[name] = {"p": pf, "verdict": detect.verdict(pf, thr, fi), "frames": len(still.frames),
                           **{n: dbase.logit(e.p_synthetic) for n, e in ev.items() if n != "temporal"},
                           **{f"{n}_flag": e.p_synthetic >= dets[n].threshold for n, e in ev.items()}}
         per_group.setdefault(label, []).append(rows)

@@ -87,7 +87,7 @@ def main() -> None:
         m = detect.load_media(path)
         ev = detect.score_media(m, dets)
         p, thr, info = detect.fuse(ev, dets, m.modality)
-        recs.append({"row": r, "group": group, "path": path, "p": p, "thr": thr, "verdict": detect.verdict(p, thr),
+        recs.append({"row": r, "group": group, "path": path, "p": p, "thr": thr, "verdict": detect.verdict(p, thr, info),
                      "fusion": f"{info['method']}:{info['model']}" if info.get("model") else info["method"], **{n: e.score for n, e in ev.items()},
                      **{f"{n}_p": e.p_synthetic for n, e in ev.items()}})
     # the same numbers through detect_file itself (rounded there to 4 decimals)

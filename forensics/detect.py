@@ -97,14 +97,29 @@ def load_fusion(name: str = "fusion"):
 
 def fuse(evidence: dict, detectors: dict, modality: str | None = None) -> tuple[float, float, dict]:
     """(p_synthetic, threshold, description of how they were combined). `modality` "video" tries the
-    video fusion first (fitted on clips, temporal included); `info["model"]` names the fusion used."""
+    video fusion first (fitted on clips, temporal included); `info["model"]` names the fusion used.
+
+    Evidence outside its calibrated range (`Evidence.calibrated` False, e.g. temporal pairs far
+    from the spacing it was trained on) is left out while other evidence remains; if it would
+    have flagged the file, `info["left_out_flags"]` names it and `verdict` says at most "uncertain"."""
     notes = []
+    held = [n for n, e in evidence.items() if not e.calibrated]
+    flags: list[str] = []
+    if held and len(held) < len(evidence):
+        flags = [n for n in held if evidence[n].p_synthetic >= detectors[n].threshold]
+        evidence = {n: e for n, e in evidence.items() if e.calibrated}
+        notes.append(f"{', '.join(held)} left out: outside its calibrated range (see its notes); "
+                     "the rest fused without it")
+    else:
+        held = []
     fusion, ok, why = None, False, None
     if modality == "video":
         fusion = load_fusion("fusion_video")
         ok, why = fusion.applies_to(detectors) if fusion is not None else (False, None)
         if ok and not all(n in evidence for n in fusion.inputs):
-            ok, why = False, (f"fusion_video needs {', '.join(fusion.inputs)} evidence; {fusion.fallback}")
+            left_out = all(n in evidence or n in held for n in fusion.inputs)   # noted above
+            ok, why = False, (None if left_out else
+                              f"fusion_video needs {', '.join(fusion.inputs)} evidence; {fusion.fallback}")
         if not ok:
             if why:
                 notes.append(why)
@@ -128,6 +143,8 @@ def fuse(evidence: dict, detectors: dict, modality: str | None = None) -> tuple[
         info = {"method": "mean_logit", "model": None, "inputs": list(evidence)}
         if why or (fusion is not None and ok):
             notes.append(why or f"fusion needs {', '.join(fusion.inputs)} evidence; used the mean calibrated logit")
+    if held:
+        info.update(left_out=held, left_out_flags=flags)
     if notes:
         info["note"] = "; ".join(notes)
     return float(dbase.sigmoid(np.mean(logits))), float(dbase.sigmoid(np.mean(thr_logits))), info
@@ -190,9 +207,13 @@ def _score_while_decoding(path, max_frames: int, pipe, detectors: dict[str, dbas
         done = k
 
 
-def verdict(p: float, threshold: float) -> str:
+def verdict(p: float, threshold: float, fusion_info: dict | None = None) -> str:
+    """real / uncertain / synthetic from the fused p; "uncertain" instead of "real" when evidence
+    that `fuse` left out (outside its calibrated range) flags the file."""
     d = dbase.logit(p) - dbase.logit(threshold)
     if abs(d) < UNCERTAIN_LOGIT:
+        return "uncertain"
+    if d < 0 and fusion_info and fusion_info.get("left_out_flags"):
         return "uncertain"
     return "synthetic" if d > 0 else "real"
 
@@ -226,7 +247,7 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
     out = {
         "path": str(path),
         "modality": m.modality,
-        "verdict": verdict(p, thr) if evidence else "uncertain",
+        "verdict": verdict(p, thr, fusion_info) if evidence else "uncertain",
         "p_synthetic": round(p, 4) if evidence else None,
         "threshold": round(thr, 4) if evidence else None,
         "detectors": {n: e.to_json() for n, e in evidence.items()},
@@ -241,6 +262,9 @@ def detect_file(path: str | Path, detectors: dict[str, dbase.Detector], *,
         "provenance": None,
         "models": {n: dbase.card_sha256(d.directory) for n, d in detectors.items() if d.directory},
     }
+    if fusion_info and fusion_info.get("left_out_flags"):
+        out["reason"] = (f"fused detector score; {', '.join(fusion_info['left_out_flags'])} flags the file "
+                         "but is outside its calibrated range, so the verdict is at most uncertain")
     if fusion_info and fusion_info["model"]:
         out["models"][fusion_info["model"]] = dbase.card_sha256(load_fusion(fusion_info["model"]).directory)
     # Metadata and compression evidence (forensics/metadata.py); a decisive generator signature

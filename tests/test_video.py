@@ -313,3 +313,30 @@ def test_per_frame_detectors_get_a_spread_subset_of_large_frames():
     assert len(sub.frames) == detect.PER_FRAME_MIN and sub.frame_index[0] == 0 and sub.frame_index[-1] == 124
     small = Media("y.mp4", "video", [np.zeros((32, 32, 3), np.uint8)] * 16, 8.0, 16)
     assert detect.per_frame_subset(small) is small
+
+
+def test_temporal_evidence_outside_its_calibrated_spacing_is_left_out_of_the_verdict(fitted_temporal, cam_clip):
+    from forensics.detectors import base as dbase
+
+    freq = dbase.load("frequency")
+    dets = {"temporal": fitted_temporal, "frequency": freq}
+    frames = [np.repeat(np.repeat(f, 2, 0), 2, 1) for f in cam_clip]
+    # The same frames as pairs 1/8 s apart (in range) and as a 2 fps clip (pairs 0.5 s apart).
+    ev_in = fitted_temporal.score(Media("a.mp4", "video", frames, 8.0, 16))
+    ev_out = fitted_temporal.score(Media("b.mp4", "video", frames, 2.0, 16))
+    assert ev_in.calibrated and "calibrated" not in ev_in.to_json()
+    assert not ev_out.calibrated and ev_out.to_json()["calibrated"] is False
+    assert any("calibration may not hold" in n for n in ev_out.notes)
+    still = freq.score(Media("b.mp4", "video", frames[:4], 2.0, 16))
+    p, thr, info = detect.fuse({"frequency": still, "temporal": ev_out}, dets, "video")
+    assert info["left_out"] == ["temporal"] and info["inputs"] == ["frequency"]
+    assert (p, thr) == detect.fuse({"frequency": still}, dets, "image")[:2]   # as if temporal were absent
+    # Out-of-range temporal evidence that flags the clip makes "real" at most "uncertain"...
+    loud = T.TemporalEvidence("temporal", 0.99, 5.0, calibrated=False)
+    p, thr, info = detect.fuse({"frequency": still, "temporal": loud}, dets, "video")
+    assert info["left_out_flags"] == ["temporal"]
+    assert detect.verdict(0.001, thr, info) == "uncertain" and detect.verdict(0.001, thr) == "real"
+    assert detect.verdict(0.999, thr, info) == "synthetic"
+    # ...and alone it is still used (with its note), there being nothing else.
+    p, _, info = detect.fuse({"temporal": loud}, dets, "video")
+    assert p == pytest.approx(0.99) and "left_out" not in info

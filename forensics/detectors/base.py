@@ -46,6 +46,9 @@ class Evidence:
     heatmap: np.ndarray | None = None        # (h, w) p per patch of the first frame
     attribution: dict[str, float] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    # False when the input is outside the conditions the calibration was fitted on (a note says
+    # which); `detect.fuse` then leaves this evidence out of the verdict where others remain.
+    calibrated: bool = True
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"p_synthetic": round(self.p_synthetic, 4), "score": round(self.score, 4)}
@@ -57,6 +60,8 @@ class Evidence:
             d["heatmap_shape"] = list(self.heatmap.shape)
         if self.notes:
             d["notes"] = self.notes
+        if not self.calibrated:
+            d["calibrated"] = False
         return d
 
 

@@ -393,14 +393,15 @@ class TemporalDetector(Detector):
             notes.append(f"frames downscaled from {w}x{h} to a {WORK}-px short side for optical flow")
         notes.append(f"{len(zp)} frame pairs {apart} frame(s) apart; per_frame holds one probability per pair")
         seconds = apart / media.fps if media.fps else None
-        if seconds is not None and not 0.5 / TARGET_FPS <= seconds <= 2 / TARGET_FPS:
+        calibrated = seconds is None or 0.5 / TARGET_FPS <= seconds <= 2 / TARGET_FPS
+        if not calibrated:
             # e.g. `detect --stride 1` on 30 fps video, or a 2 fps clip: motion per pair differs
             # from training by more than 2x, and so may the calibration
             notes.append(f"pairs are {seconds:.3f} s apart; the detector was trained on pairs ~{1 / TARGET_FPS:.3f} s "
                          "apart, so its calibration may not hold")
         return TemporalEvidence(self.name, float(self._calibrate(z)), z,
                                 per_frame=[float(p) for p in self._calibrate(zp)], notes=notes,
-                                pairs=pairs, measures=summary)
+                                calibrated=calibrated, pairs=pairs, measures=summary)
 
     # -- fitting -----------------------------------------------------------------------------
     def _corpus_runs(self, corpus, rows, rng=None, augment: bool = False):
