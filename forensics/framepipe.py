@@ -9,8 +9,8 @@ so decoding runs on the other core while Python imports; `available` hands out t
 written so far (`detect` scores whole runs while the rest decodes), and
 `media.read_frame_runs(..., prefetched=pipe)` then takes them all.
 
-The pipe only takes files where it gives exactly what OpenCV's FFmpeg backend gives: a single
-video stream, 8-bit 4:2:0, no rotation, a declared length, and a plan that OpenCV decodes from
+The pipe only takes files where it gives exactly what OpenCV's FFmpeg backend gives: MP4/MOV,
+Matroska/WebM or AVI with a single video stream, 8-bit 4:2:0, no rotation, a declared length, and a plan that OpenCV decodes from
 the first frame without seeking (on longer clips it seeks, which costs less than decoding every
 frame). tests/test_video_detect.py compares the two paths. Anything else (another kind of file,
 a different request, an ffmpeg error or message, fewer frames than planned) leaves the pipe
@@ -29,6 +29,10 @@ from pathlib import Path
 from . import mediainfo as mi
 
 DECODE_TIMEOUT_S = 300.0
+# Containers where tests/test_video_detect.py shows ffmpeg's frames equal OpenCV's; others (MPEG
+# program and transport streams, Ogg, FLV, ASF, Y4M) number or time frames in ways the two
+# readers need not share, so they take the plain path.
+PIPE_CONTAINERS = ("mp4", "matroska", "avi")
 _YUV420P = re.compile(r",\s*yuv420p[(,\s]")
 _LEVEL = re.compile(r"^(\[[^\]]* @ [^\]]*\] )?\[(trace|debug|verbose|info|warning)\] ")
 _ERROR = re.compile(r"\[(error|fatal|panic)\] ")
@@ -139,6 +143,11 @@ class FramePipe:
         p = mi._check_file(self.path)
         if mi.sniff(p) != "video":
             self.declined = "not a video"
+            return
+        with open(p, "rb") as fh:
+            container = mi.video_container(fh.read(512))
+        if container not in PIPE_CONTAINERS:
+            self.declined = f"{container}: not a container the pipe was checked against OpenCV on"
             return
         # An MP4's sample table gives the plan without running ffmpeg twice (its start-up alone is
         # ~20 ms); ffmpeg's description of the input then comes with the decode, and is checked

@@ -24,7 +24,8 @@ MAX_FILE_BYTES = 4 * 1024**3
 PROBE_TIMEOUT_S = 20.0
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
+VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".m2v", ".vob",
+              ".ts", ".mts", ".m2ts", ".ogv", ".flv", ".wmv", ".asf", ".y4m"}
 MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
 
 SEEK_MIN_GAP = 300  # frames; past the longest common keyframe interval (x264's default is 250)
@@ -69,11 +70,42 @@ def ffmpeg_exe() -> str:
 # Recognizing a file
 
 
+_ASF = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+
+
+def video_container(head: bytes) -> str | None:
+    """The video container that a file's first 512 bytes name, or None. Audio-only files of these
+    containers (an .ogg, an .flv of sound) pass here and fail at the probe ("no video stream")."""
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "mp4"                                        # MP4, MOV, 3GP
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"                                   # MKV, WebM
+    if head[:4] == b"\x00\x00\x01\xba":
+        return "mpeg-ps"                                    # .mpg/.vob: camcorders, DVDs
+    if head[:4] == b"\x00\x00\x01\xb3":
+        return "mpeg-video"                                 # a bare MPEG-1/2 video stream
+    if all(len(head) > i and head[i] == 0x47 for i in (0, 188, 376)):
+        return "mpeg-ts"                                    # broadcast, HLS segments
+    if all(len(head) > i and head[i] == 0x47 for i in (4, 196, 388)):
+        return "mpeg-ts"                                    # M2TS/MTS: AVCHD cameras
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"FLV\x01":
+        return "flv"
+    if head[:16] == _ASF:
+        return "asf"                                        # WMV
+    if head[:10] == b"YUV4MPEG2 ":
+        return "y4m"                                        # raw frames, as test sequences ship
+    return None
+
+
 def sniff(path: str | os.PathLike) -> str:
     """Return "image" or "video" from the file's leading bytes, or raise MediaError."""
     p = _check_file(path)
     with open(p, "rb") as fh:
-        head = fh.read(64)
+        head = fh.read(512)
     if head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff"):
         return "image"
     if head[:6] in (b"GIF87a", b"GIF89a") or head[:2] == b"BM":
@@ -82,11 +114,7 @@ def sniff(path: str | os.PathLike) -> str:
         return "image"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "video"
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
-        return "video"
-    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska / WebM
+    if video_container(head):
         return "video"
     ext = p.suffix.lower()
     kind = "an image" if ext in IMAGE_EXTS else "a video" if ext in VIDEO_EXTS else "media"

@@ -44,6 +44,10 @@ def files(tmp_path_factory, photo):
 
     subprocess.run([media.ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "sine=frequency=440:duration=1", "-c:a", "aac", str(audio)], check=True, timeout=60)
+    # Containers with a video stream that holds no frame at all
+    for name, codec in (("zero.avi", "mpeg4"), ("zero.mkv", "libx264")):
+        subprocess.run([media.ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=8",
+                        "-frames:v", "0", "-c:v", codec, str(d / name)], check=True, timeout=60)
     # Inputs that must work
     Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(d / "g16.png")
     Image.fromarray(np.dstack([photo, np.full(photo.shape[:2], 128, np.uint8)]), "RGBA").save(d / "rgba.png")
@@ -55,7 +59,7 @@ def files(tmp_path_factory, photo):
 
 
 BAD = ["empty.jpg", "random.jpg", "random.mp4", "trunc.jpg", "trunc.png", "trunc.mp4", "text.png",
-       "huge.png", "one.png", "folder", "missing.png", "audio.mp4"]
+       "huge.png", "one.png", "folder", "missing.png", "audio.mp4", "zero.avi", "zero.mkv"]
 GOOD = ["g16.png", "rgba.png", "gray.jpg", "anim.gif", "single.mp4", "good.png", "good.jpg", "good.mp4"]
 
 
