@@ -327,6 +327,9 @@ def test_temporal_evidence_outside_its_calibrated_spacing_is_left_out_of_the_ver
     assert ev_in.calibrated and "calibrated" not in ev_in.to_json()
     assert not ev_out.calibrated and ev_out.to_json()["calibrated"] is False
     assert any("calibration may not hold" in n for n in ev_out.notes)
+    # A clip of fewer pairs than one run gives (under a second): a noisier mean than calibrated
+    short = fitted_temporal.score(Media("c.mp4", "video", frames[:5], 8.0, 5))
+    assert not short.calibrated and any(n.startswith("only 4 frame pairs") for n in short.notes)
     still = freq.score(Media("b.mp4", "video", frames[:4], 2.0, 16))
     p, thr, info = detect.fuse({"frequency": still, "temporal": ev_out}, dets, "video")
     assert info["left_out"] == ["temporal"] and info["inputs"] == ["frequency"]

@@ -399,6 +399,13 @@ class TemporalDetector(Detector):
             # from training by more than 2x, and so may the calibration
             notes.append(f"pairs are {seconds:.3f} s apart; the detector was trained on pairs ~{1 / TARGET_FPS:.3f} s "
                          "apart, so its calibration may not hold")
+        # The clip score is a mean over pairs, calibrated on clips of at least one whole run: a
+        # mean of fewer pairs (a clip under a second) varies more than the calibration assumes.
+        min_pairs = int(self.config.get("run_frames", 8)) - 1
+        if len(zp) < min_pairs:
+            calibrated = False
+            notes.append(f"only {len(zp)} frame pairs; the calibration was fitted on clips of at least {min_pairs} "
+                         f"(a run of {min_pairs + 1} frames), so it may not hold")
         return TemporalEvidence(self.name, float(self._calibrate(z)), z,
                                 per_frame=[float(p) for p in self._calibrate(zp)], notes=notes,
                                 calibrated=calibrated, pairs=pairs, measures=summary)
