@@ -10,9 +10,9 @@ written so far (`detect` scores whole runs while the rest decodes), and
 `media.read_frame_runs(..., prefetched=pipe)` then takes them all.
 
 The pipe only takes files where it gives exactly what OpenCV's FFmpeg backend gives: MP4/MOV,
-Matroska/WebM or AVI with a single video stream, 8-bit 4:2:0, no rotation, a declared length, and a plan that OpenCV decodes from
-the first frame without seeking (on longer clips it seeks, which costs less than decoding every
-frame). tests/test_video_detect.py compares the two paths. Anything else (another kind of file,
+Matroska/WebM or AVI with a single video stream, 8-bit 4:2:0, no rotation, a declared length,
+and a plan that OpenCV decodes from the first frame without seeking (on longer clips it seeks,
+which costs less than decoding every frame). tests/test_video_detect.py compares the two paths. Anything else (another kind of file,
 a different request, an ffmpeg error or message, fewer frames than planned) leaves the pipe
 without frames, and read_frame_runs decodes the plain way and raises its usual errors.
 """

@@ -313,14 +313,17 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
     """Decode runs of frames (see `plan_runs`) from a video: (frames, frame numbers, gap, info).
 
     Consecutive frames of a run are `gap` = round(fps / target_fps) frames apart, so pairs are
-    about 1/target_fps seconds apart whatever the frame rate; `stride` sets the gap instead. Frames between wanted ones are only
-    grabbed (decoded, not converted), and decoding stops after the last wanted frame. Where the
+    about 1/target_fps seconds apart whatever the frame rate; `stride` sets the gap instead.
+    Frames between wanted ones are only grabbed (decoded, not converted), and decoding stops
+    after the last wanted frame. Where the
     next wanted frame is over SEEK_MIN_GAP frames ahead, the decoder seeks (to the keyframe
     before it, then decodes forward) instead of decoding everything in between, so the cost of a
     long video grows with the number of runs, not with its length; a seek whose frame's
     timestamp is not the expected one (variable frame rate, a broken index) is abandoned for
     plain decoding. The same checks as `VideoReader` apply (limits before decoding, no decodable
-    frame, truncation).
+    frame, truncation); a file whose frames reach its stated duration but number far fewer than
+    it declares (an AVI's dropped frames, a VFR file stating its peak rate) is planned again on
+    the frames that decode, and its info then gives their count and average rate.
 
     `prefetched`: a `framepipe.FramePipe` started on this request; its frames are used when it
     decoded them, and its probe when it got that far.
@@ -371,7 +374,9 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
 def _spans_duration(last_ms: float | None, info: VideoInfo) -> bool:
     """Whether the last frame that decoded is near the end of the container's duration (then a
     frame count short of the declared one is not a truncation)."""
-    return bool(last_ms and info.duration > 0 and last_ms / 1000.0 >= 0.8 * info.duration - 1.0 / max(info.fps, 1.0))
+    if not last_ms or info.duration <= 0:
+        return False
+    return last_ms / 1000.0 >= 0.8 * info.duration - 1.0 / max(info.fps, 1.0)
 
 
 def _decode_frames(p: Path, want: list[int], fps: float, *, seek: bool):
