@@ -186,6 +186,7 @@ class VideoReader:
         self.max_frames = max_frames
         self.stride = max(1, int(stride))
         self.decoded = 0
+        self.last_ms: float | None = None
 
     @property
     def fps(self) -> float:
@@ -197,14 +198,14 @@ class VideoReader:
             raise MediaError("OpenCV cannot open this video", self.path)
         kept = 0
         self.decoded = 0
-        last_ms = None
+        self.last_ms = last_ms = None    # timestamp of the frame decoded last (callers check spacing)
         try:
             while True:
                 ok, bgr = cap.read()
                 if not ok or bgr is None:
                     break
                 self.decoded += 1
-                last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                self.last_ms = last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
                 if (self.decoded - 1) % self.stride:
                     continue
                 yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

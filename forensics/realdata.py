@@ -215,7 +215,9 @@ def folder_clips(root: str | os.PathLike, frames: int = 16, size: int = 32,
     4. The split is a hash of the video's path relative to the folder, so every clip of a video
        is in the same split (no video in two splits) and reruns give the same split.
 
-    Unreadable, truncated or over-limit videos are skipped.
+    Unreadable, truncated or over-limit videos are skipped, and so is the rest of a video from
+    a clip whose frames span over 1.5x the time its stated rate gives (an AVI's dropped frames,
+    a variable frame rate that stalls): its fps would be wrong, and temporal training needs it.
     """
     root = Path(root)
     for f in media.iter_media_files(root):
@@ -226,12 +228,17 @@ def folder_clips(root: str | os.PathLike, frames: int = 16, size: int = 32,
             reader = media.VideoReader(f)
             reader.stride = k = clip_stride(reader.fps, target_fps)
             fps = reader.fps / k if reader.fps else target_fps
-            buf, made = [], 0
+            buf, made, t0 = [], 0, None
             if max_clips_per_video < 1:
                 continue
             for fr in reader:
+                if not buf:
+                    t0 = reader.last_ms
                 buf.append(_square(fr, size))
                 if len(buf) == frames:
+                    span = (reader.last_ms or 0.0) - (t0 or 0.0)
+                    if t0 is not None and reader.last_ms is not None and span > 1.5 * 1000.0 * (frames - 1) / fps:
+                        break
                     yield np.stack(buf), fps, f"file:{rel}", split_of(rel)
                     buf, made = [], made + 1
                     if made >= max_clips_per_video:

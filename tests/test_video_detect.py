@@ -573,6 +573,17 @@ def test_folder_clips_resampled_to_8_fps_split_by_file(tmp_path):
     assert realdata.clip_stride(30) == 4 and realdata.clip_stride(24) == 3 and realdata.clip_stride(6) == 1
 
 
+def test_folder_clips_skip_videos_whose_frames_are_further_apart_than_their_rate(tmp_path):
+    # An AVI with dropped frames states 15 fps but holds a frame every 0.4 s: its clips would be
+    # labelled ~7.5 fps while spanning 6x that time, so it gives none; a normal clip still does.
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=15",
+                    "-t", "6", "-vf", "select='not(mod(n,6))'", "-fps_mode", "passthrough", "-c:v", "mpeg4",
+                    "-q:v", "5", str(tmp_path / "dropped.avi")], check=True, timeout=60)
+    _ramp_video(tmp_path / "a.mp4", 70, 24)
+    got = [source for _, _, source, _ in realdata.folder_clips(tmp_path, frames=4, size=32)]
+    assert got and set(got) == {"file:a.mp4"}
+
+
 # Containers users meet besides MP4/MKV/AVI: camcorders and DVDs (MPEG-PS), broadcast and AVCHD
 # (MPEG-TS, M2TS), Ogg Theora, Flash, Windows Media, raw Y4M test sequences, a bare MPEG stream.
 OTHER_CONTAINERS = [
