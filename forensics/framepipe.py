@@ -141,13 +141,11 @@ class FramePipe:
     def _decode(self) -> None:
         max_frames, run_length, target_fps, max_pixels, max_duration, stride = self.request
         p = mi._check_file(self.path)
-        if mi.sniff(p) != "video":
-            self.declined = "not a video"
-            return
         with open(p, "rb") as fh:
             container = mi.video_container(fh.read(512))
         if container not in PIPE_CONTAINERS:
-            self.declined = f"{container}: not a container the pipe was checked against OpenCV on"
+            self.declined = ("not a video" if container is None else
+                             f"{container}: not a container the pipe was checked against OpenCV on")
             return
         # An MP4's sample table gives the plan without running ffmpeg twice (its start-up alone is
         # ~20 ms); ffmpeg's description of the input then comes with the decode, and is checked
