@@ -9,7 +9,9 @@
    timed by wall clock and by CPU time (user + system), and its peak RSS is measured, from
    resource.getrusage(RUSAGE_CHILDREN) in a launcher that runs only that command.
    ratio_to_decode = detect wall / decode wall; realtime_factor = clip duration / detect wall.
-   On the 10 s clip both run `--repeat` times (default 7), alternating, and medians are reported.
+   On the 10 s clip both run `--repeat` times (default 7), alternating, and medians are reported;
+   there `detect --detectors temporal` (no per-frame detectors at all) runs in the same rounds, as
+   `temporal_only_cli`: the least work a clip verdict can take, against the same floor.
 3. In-process on the 10 s clip: loading the detectors, then `detect_file` (sampling + decoding,
    each detector's scoring), timed after the imports.
    Batch (`--batch N`, default 10): `forensics detect DIR --json` on a folder of N copies of the
@@ -112,17 +114,21 @@ def run_child(args: list[str], timeout: float = 3600) -> dict:
 
 def measure_length(clip: Path, repeat: int = 1) -> dict:
     """Decode floor and `detect`, alternating, `repeat` times each; medians (and every run's wall
-    time) are reported: single runs on a shared 2-core machine vary by ±30 %."""
+    time) are reported: single runs on a shared 2-core machine vary by ±30 %. With repeat > 1,
+    `detect --detectors temporal` runs in the same rounds too."""
     import statistics
 
     from forensics import media
 
     info = media.probe_video(clip)
-    decs, dets = [], []
+    decs, dets, temps = [], [], []
     for _ in range(max(1, repeat)):
         decs.append(run_child([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(clip),
                                "-f", "null", "-"]))
         dets.append(run_child([sys.executable, str(ROOT / "cli.py"), "detect", str(clip), "--json"]))
+        if repeat > 1:
+            temps.append(run_child([sys.executable, str(ROOT / "cli.py"), "detect", str(clip), "--json",
+                                    "--detectors", "temporal"]))
 
     def med(runs, k):
         return round(statistics.median(r[k] for r in runs), 3)
@@ -145,6 +151,12 @@ def measure_length(clip: Path, repeat: int = 1) -> dict:
         "faster_than_real_time": det["wall_s"] < info.duration,
         "verdict": r.get("verdict"), "p_synthetic": r.get("p_synthetic"),
         "frames_scored": r.get("frames_scored"), "frames_per_frame_detectors": r.get("frames_per_frame_detectors"),
+        **({"temporal_only_cli": {
+            "wall_s": med(temps, "wall_s"), "cpu_s": med(temps, "cpu_s"),
+            "ratio_to_decode_wall": round(med(temps, "wall_s") / dec["wall_s"], 2) if dec["wall_s"] else None,
+            "ratio_to_decode_wall_per_run": round(statistics.median(t["wall_s"] / a["wall_s"]
+                                                                    for a, t in zip(decs, temps)), 2),
+            "exit": max(t["exit"] for t in temps)}} if temps else {}),
     }
 
 
