@@ -104,14 +104,13 @@ def fuse(evidence: dict, detectors: dict, modality: str | None = None) -> tuple[
     have flagged the file, `info["left_out_flags"]` names it and `verdict` says at most "uncertain"."""
     notes = []
     held = [n for n, e in evidence.items() if not e.calibrated]
-    flags: list[str] = []
-    if held and len(held) < len(evidence):
-        flags = [n for n in held if evidence[n].p_synthetic >= detectors[n].threshold]
-        evidence = {n: e for n, e in evidence.items() if e.calibrated}
+    if len(held) == len(evidence):
+        held = []                  # nothing else to go on: used as it is (its notes say why to doubt it)
+    flags = [n for n in held if evidence[n].p_synthetic >= detectors[n].threshold]
+    if held:
+        evidence = {n: e for n, e in evidence.items() if n not in held}
         notes.append(f"{', '.join(held)} left out: outside its calibrated range (see its notes); "
                      "the rest fused without it")
-    else:
-        held = []
     fusion, ok, why = None, False, None
     if modality == "video":
         fusion = load_fusion("fusion_video")

@@ -198,14 +198,14 @@ class VideoReader:
             raise MediaError("OpenCV cannot open this video", self.path)
         kept = 0
         self.decoded = 0
-        self.last_ms = last_ms = None    # timestamp of the frame decoded last (callers check spacing)
+        self.last_ms = None    # timestamp of the frame decoded last (callers check spacing)
         try:
             while True:
                 ok, bgr = cap.read()
                 if not ok or bgr is None:
                     break
                 self.decoded += 1
-                self.last_ms = last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                self.last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
                 if (self.decoded - 1) % self.stride:
                     continue
                 yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -217,7 +217,7 @@ class VideoReader:
         if self.decoded == 0:
             raise MediaError("no frame could be decoded (truncated or corrupt video)", self.path)
         declared = self.info.frames
-        if declared > 4 and self.decoded < 0.8 * declared - 2 and not _spans_duration(last_ms, self.info):
+        if declared > 4 and self.decoded < 0.8 * declared - 2 and not _spans_duration(self.last_ms, self.info):
             raise MediaError(
                 f"truncated video: the container declares ~{declared} frames but only "
                 f"{self.decoded} decode",
@@ -362,7 +362,7 @@ def read_frame_runs(path: str | os.PathLike, max_frames: int = 32, *, run_length
         info = info._replace(frames=reached, fps=fps)
         gap = pair_gap(fps, target_fps, stride)
         want = plan_runs(reached, max_frames, run_length, gap)
-        frames, index, reached, eof, _, last_ms = _decode_frames(p, want, fps, seek=False)
+        frames, index = _decode_frames(p, want, fps, seek=False)[:2]
         short = False
     if short:
         raise MediaError(f"truncated video: the container declares ~{declared} frames but only "

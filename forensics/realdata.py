@@ -236,8 +236,8 @@ def folder_clips(root: str | os.PathLike, frames: int = 16, size: int = 32,
                     t0 = reader.last_ms
                 buf.append(_square(fr, size))
                 if len(buf) == frames:
-                    span = (reader.last_ms or 0.0) - (t0 or 0.0)
-                    if t0 is not None and reader.last_ms is not None and span > 1.5 * 1000.0 * (frames - 1) / fps:
+                    if t0 is not None and reader.last_ms is not None \
+                            and reader.last_ms - t0 > 1.5 * 1000.0 * (frames - 1) / fps:
                         break
                     yield np.stack(buf), fps, f"file:{rel}", split_of(rel)
                     buf, made = [], made + 1
